@@ -1,0 +1,27 @@
+//! The library's error type: every layer's errors, each naming what is wrong.
+
+use crate::graph::GraphError;
+use crate::host::HostError;
+use crate::pjrt::PjrtError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Pjrt(#[from] PjrtError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}

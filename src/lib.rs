@@ -1,0 +1,17 @@
+//! dalle-xla: DALL·E mini as a Rust training framework on XLA.
+//!
+//! Layers, each depending only on those above it:
+//! - [`pjrt`]: the PJRT C API binding (plugins, clients, buffers, executables);
+//! - [`graph`]: tensors, primitives, the StableHLO emitter and autodiff;
+//! - [`runtime`]: compiling graphs and running them on host data.
+
+pub mod dtype;
+pub mod error;
+pub mod graph;
+pub mod host;
+pub mod pjrt;
+pub mod runtime;
+
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use host::HostTensor;

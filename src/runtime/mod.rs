@@ -1,0 +1,6 @@
+//! Running graphs: compile a [`Graph`](crate::graph::Graph) into a
+//! [`Program`] and execute it on device buffers or host arrays.
+
+mod program;
+
+pub use program::{download, Program, ProgramOptions};

@@ -1,0 +1,221 @@
+//! A compiled graph with its signature: type-checked execution on device
+//! buffers or host arrays, on one device or on every replica.
+
+use crate::error::{Error, Result};
+use crate::graph::{emit_module, Graph, ModuleOptions, Tensor, TensorType};
+use crate::host::HostTensor;
+use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable};
+use std::time::{Duration, Instant};
+
+/// How to compile a graph.
+#[derive(Clone, Debug, Default)]
+pub struct ProgramOptions {
+    /// Data-parallel replicas (default 1).
+    pub replicas: usize,
+    /// SPMD partitions (default 1).
+    pub partitions: usize,
+    /// Parameters whose buffers the program consumes and may reuse for outputs.
+    pub donate: Vec<usize>,
+    /// Per-parameter SPMD shardings (`mhlo.sharding` strings).
+    pub arg_shardings: Vec<Option<String>>,
+    /// Per-result SPMD shardings.
+    pub result_shardings: Vec<Option<String>>,
+}
+
+impl ProgramOptions {
+    pub fn replicated(n: usize) -> Self {
+        ProgramOptions { replicas: n, ..Default::default() }
+    }
+    pub fn donating(mut self, params: impl IntoIterator<Item = usize>) -> Self {
+        self.donate.extend(params);
+        self
+    }
+}
+
+/// A compiled program and the types it takes and returns.
+pub struct Program {
+    pub name: String,
+    pub exe: LoadedExecutable,
+    pub client: Client,
+    pub param_names: Vec<String>,
+    pub inputs: Vec<TensorType>,
+    pub outputs: Vec<TensorType>,
+    pub options: ProgramOptions,
+    /// The StableHLO text it was compiled from.
+    pub module: String,
+    pub compile_time: Duration,
+}
+
+impl Program {
+    /// Lowers `outputs` of `graph` to StableHLO and compiles it on `client`.
+    pub fn compile(client: &Client, graph: &Graph, outputs: &[&Tensor], options: &ProgramOptions) -> Result<Program> {
+        let module_opts = ModuleOptions {
+            donate: options.donate.clone(),
+            arg_shardings: options.arg_shardings.clone(),
+            result_shardings: options.result_shardings.clone(),
+            num_replicas: options.replicas.max(1),
+            num_partitions: options.partitions.max(1),
+        };
+        let outs: Vec<Tensor> = outputs.iter().map(|t| (*t).clone()).collect();
+        let module = emit_module(graph, &outs, &module_opts)?;
+        let compile_opts = CompileOptions {
+            num_replicas: options.replicas.max(1),
+            num_partitions: options.partitions.max(1),
+            device_ids: None,
+        };
+        let t = Instant::now();
+        let exe = client.compile(&module, &compile_opts).map_err(|e| annotate_compile_error(e, &module))?;
+        Ok(Program {
+            name: graph.name(),
+            exe,
+            client: client.clone(),
+            param_names: graph.param_names(),
+            inputs: graph.param_types(),
+            outputs: outs.iter().map(|t| t.ty().clone()).collect(),
+            options: options.clone(),
+            module,
+            compile_time: t.elapsed(),
+        })
+    }
+
+    /// Number of devices the program runs on at once.
+    pub fn num_devices(&self) -> usize {
+        self.exe.device_indices().len()
+    }
+
+    fn spmd(&self) -> bool {
+        self.options.partitions > 1
+    }
+
+    fn check_args(&self, device: usize, args: &[&Buffer]) -> Result<()> {
+        if args.len() != self.inputs.len() {
+            return Err(Error::Invalid(format!(
+                "program '{}' takes {} arguments ({}), got {}",
+                self.name,
+                self.inputs.len(),
+                self.param_names.join(", "),
+                args.len()
+            )));
+        }
+        for (i, (b, want)) in args.iter().zip(&self.inputs).enumerate() {
+            let (dtype, dims) = (b.dtype()?, b.dims()?);
+            let shape_ok = self.spmd() || dims == want.shape;
+            if dtype != want.dtype || !shape_ok {
+                return Err(Error::Invalid(format!(
+                    "argument {i} ('{}') of program '{}' on device {device} must be {want}, got {dtype}{dims:?}",
+                    self.param_names[i], self.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs on device buffers: `args[d]` for the d-th device of the program.
+    pub fn execute(&self, args: &[Vec<&Buffer>]) -> Result<Vec<Vec<Buffer>>> {
+        for (d, a) in args.iter().enumerate() {
+            self.check_args(d, a)?;
+        }
+        Ok(self.exe.execute(args)?)
+    }
+
+    /// Copies host arrays to the program's d-th device.
+    pub fn upload(&self, device: usize, values: &[&HostTensor]) -> Result<Vec<Buffer>> {
+        let idx = *self.exe.device_indices().get(device).ok_or_else(|| {
+            Error::Invalid(format!("program '{}' runs on {} devices, not {}", self.name, self.num_devices(), device + 1))
+        })?;
+        values.iter().map(|v| Ok(self.client.buffer_from_host(&v.data, v.dtype, &v.shape, idx)?)).collect()
+    }
+
+    /// Runs on one device with host inputs and outputs.
+    pub fn run(&self, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
+        if self.num_devices() != 1 {
+            return Err(Error::Invalid(format!(
+                "program '{}' runs on {} devices: use run_replicated",
+                self.name,
+                self.num_devices()
+            )));
+        }
+        let mut out = self.run_replicated(&[inputs.to_vec()])?;
+        Ok(out.remove(0))
+    }
+
+    /// Runs on every device with per-device host inputs; returns per-device outputs.
+    pub fn run_replicated(&self, inputs: &[Vec<&HostTensor>]) -> Result<Vec<Vec<HostTensor>>> {
+        if inputs.len() != self.num_devices() {
+            return Err(Error::Invalid(format!(
+                "program '{}' runs on {} devices but got inputs for {}",
+                self.name,
+                self.num_devices(),
+                inputs.len()
+            )));
+        }
+        for (d, list) in inputs.iter().enumerate() {
+            if list.len() != self.inputs.len() {
+                return Err(Error::Invalid(format!(
+                    "program '{}' takes {} arguments ({}), got {} for device {d}",
+                    self.name,
+                    self.inputs.len(),
+                    self.param_names.join(", "),
+                    list.len()
+                )));
+            }
+            for (i, (v, want)) in list.iter().zip(&self.inputs).enumerate() {
+                if v.dtype != want.dtype || (!self.spmd() && v.shape != want.shape) {
+                    return Err(Error::Invalid(format!(
+                        "argument {i} ('{}') of program '{}' must be {want}, got {}{:?}",
+                        self.param_names[i], self.name, v.dtype, v.shape
+                    )));
+                }
+            }
+        }
+        let buffers: Vec<Vec<Buffer>> =
+            inputs.iter().enumerate().map(|(d, list)| self.upload(d, list)).collect::<Result<_>>()?;
+        let refs: Vec<Vec<&Buffer>> = buffers.iter().map(|l| l.iter().collect()).collect();
+        let outs = self.execute(&refs)?;
+        outs.iter().map(|list| list.iter().map(download).collect()).collect()
+    }
+
+    /// Serialized executable, for [`Program::deserialize`].
+    pub fn serialize(&self) -> Result<Vec<u8>> {
+        Ok(self.exe.serialize()?)
+    }
+
+    /// Loads a serialized executable into `client`, taking the signature from `like`'s graph.
+    pub fn deserialize(client: &Client, bytes: &[u8], signature: &Program) -> Result<Program> {
+        let t = Instant::now();
+        let exe = client.deserialize(bytes)?;
+        Ok(Program {
+            name: signature.name.clone(),
+            exe,
+            client: client.clone(),
+            param_names: signature.param_names.clone(),
+            inputs: signature.inputs.clone(),
+            outputs: signature.outputs.clone(),
+            options: signature.options.clone(),
+            module: signature.module.clone(),
+            compile_time: t.elapsed(),
+        })
+    }
+}
+
+/// Copies a device buffer to a host array.
+pub fn download(b: &Buffer) -> Result<HostTensor> {
+    let dtype = b.dtype()?;
+    let shape = b.dims()?;
+    let data = b.to_host_bytes()?;
+    Ok(HostTensor { dtype, shape, data })
+}
+
+/// Adds the offending StableHLO line to a compile error that names one (`-:LINE:COL`).
+fn annotate_compile_error(e: crate::pjrt::PjrtError, module: &str) -> Error {
+    let text = e.to_string();
+    let line = text
+        .split("-:")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.trim().parse::<usize>().ok());
+    match line.and_then(|n| module.lines().nth(n.saturating_sub(1))) {
+        Some(src) => Error::Invalid(format!("{text}\nin StableHLO line: {}", src.trim())),
+        None => Error::Pjrt(e),
+    }
+}
