@@ -319,6 +319,23 @@ impl Tensor {
         };
         self.graph.apply1(prim, &[self, rhs])
     }
+    /// `matmul` whose result (and accumulation) is in `acc` — e.g. bf16 operands, f32 result.
+    pub fn matmul_acc(&self, rhs: &Tensor, acc: DType) -> Result<Tensor> {
+        let plain = self.matmul(rhs)?;
+        if acc == self.dtype() {
+            return Ok(plain);
+        }
+        let (lr, rr) = (self.rank(), rhs.rank());
+        let (batch, rc) = if rr <= 2 { (vec![], 0) } else { ((0..lr - 2).collect::<Vec<_>>(), rr - 2) };
+        let prim = DotGeneral {
+            lhs_batch: batch.clone(),
+            rhs_batch: batch,
+            lhs_contract: vec![lr - 1],
+            rhs_contract: vec![rc],
+            out_dtype: Some(acc),
+        };
+        self.graph.apply1(prim, &[self, rhs])
+    }
     /// Matrix product over the last axis of `self` and the second-to-last of
     /// `rhs` (or its only axis pair when `rhs` is 2-D); leading axes are batch
     /// axes and must match when both operands have them.
