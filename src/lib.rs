@@ -9,6 +9,7 @@ pub mod dtype;
 pub mod error;
 pub mod graph;
 pub mod host;
+pub mod optim;
 pub mod pjrt;
 pub mod runtime;
 

@@ -1,0 +1,3 @@
+//! The models of DALL·E mini.
+
+pub mod dallebart;

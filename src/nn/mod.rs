@@ -1,0 +1,9 @@
+//! Neural-network building blocks: named parameters, initialisers, layers.
+
+mod init;
+mod layers;
+mod vars;
+
+pub use init::Init;
+pub use layers::{cross_entropy, embedding, gelu, layer_norm, linear, Precision};
+pub use vars::{ParamSpec, VarBuilder};

@@ -1,0 +1,97 @@
+//! Named parameters, created on first use while a model graph is built
+//! (like candle's `VarBuilder`): `vb.pp("encoder").get("embed_tokens.embedding", ...)`.
+//!
+//! The model code asks for each weight by its flax name; the builder makes it a
+//! graph parameter and remembers its shape and initialiser, so the same model
+//! function serves initialisation, loading and every compiled program.
+
+use super::init::Init;
+use crate::graph::{Graph, GraphError, Result, Tensor, TensorType};
+use crate::DType;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// One model parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub ty: TensorType,
+    pub init: Init,
+}
+
+#[derive(Default)]
+struct Registry {
+    specs: Vec<ParamSpec>,
+    tensors: BTreeMap<String, Tensor>,
+}
+
+/// Hands out parameters under a name prefix.
+#[derive(Clone)]
+pub struct VarBuilder {
+    graph: Graph,
+    prefix: String,
+    /// dtype parameters are stored in (the master copy).
+    dtype: DType,
+    registry: Rc<RefCell<Registry>>,
+}
+
+impl VarBuilder {
+    pub fn new(graph: &Graph, dtype: DType) -> Self {
+        VarBuilder { graph: graph.clone(), prefix: String::new(), dtype, registry: Rc::default() }
+    }
+
+    /// A builder whose names are prefixed by `name.`.
+    pub fn pp(&self, name: &str) -> Self {
+        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        VarBuilder { prefix, ..self.clone() }
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// The parameter `name` of `shape`, created on first request. Asking again
+    /// with another shape is an error naming the parameter.
+    pub fn get(&self, name: &str, shape: &[i64], init: Init) -> Result<Tensor> {
+        let full = self.path(name);
+        let mut reg = self.registry.borrow_mut();
+        if let Some(t) = reg.tensors.get(&full) {
+            if t.shape() != shape {
+                return Err(GraphError::Invalid(format!(
+                    "parameter '{full}' was created with shape {:?} and requested again with {shape:?}",
+                    t.shape()
+                )));
+            }
+            return Ok(t.clone());
+        }
+        let t = self.graph.param(&full, self.dtype, shape);
+        reg.specs.push(ParamSpec { name: full.clone(), ty: TensorType::new(self.dtype, shape), init });
+        reg.tensors.insert(full, t.clone());
+        Ok(t)
+    }
+
+    /// Every parameter created so far, in creation order (= argument order).
+    pub fn specs(&self) -> Vec<ParamSpec> {
+        self.registry.borrow().specs.clone()
+    }
+
+    /// The graph tensors of the parameters, in creation order.
+    pub fn tensors(&self) -> Vec<Tensor> {
+        let reg = self.registry.borrow();
+        reg.specs.iter().map(|s| reg.tensors[&s.name].clone()).collect()
+    }
+
+    /// Total number of scalar parameters.
+    pub fn num_params(&self) -> i64 {
+        self.registry.borrow().specs.iter().map(|s| s.ty.numel()).sum()
+    }
+}

@@ -1,0 +1,128 @@
+//! Optimizer updates against plain-Rust reference implementations.
+mod common;
+use common::*;
+use dalle_xla::graph::{Graph, Tensor};
+use dalle_xla::optim::{clip_by_global_norm, Adafactor, AdamW, Optimizer, StepScalars};
+use dalle_xla::{DType, HostTensor};
+
+/// Runs `opt` for `steps` updates on one parameter with fixed gradients per step.
+fn run_steps(opt: &dyn Optimizer, p0: &HostTensor, grads: &[HostTensor], lr: f64) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let g = Graph::new("opt");
+    let p = g.param("p", DType::F32, &p0.shape);
+    let grad = g.param("g", DType::F32, &p0.shape);
+    let specs = opt.state(p.ty());
+    let state: Vec<Tensor> = specs.iter().map(|s| g.param(&s.suffix, s.ty.dtype, &s.ty.shape)).collect();
+    let lr_t = g.param("lr", DType::F32, &[]);
+    let count = g.param("count", DType::F32, &[]);
+    let (np, ns) = opt.update(&p, &grad, &state, &StepScalars { lr: &lr_t, count: &count }).unwrap();
+    let mut outs = vec![&np];
+    outs.extend(ns.iter());
+    let prog = compile(&g, &outs);
+    let mut pv = p0.clone();
+    let mut sv: Vec<HostTensor> = specs.iter().map(|s| HostTensor::zeros(s.ty.dtype, &s.ty.shape)).collect();
+    for (t, gr) in grads.iter().enumerate() {
+        let lr_h = HostTensor::scalar(lr as f32);
+        let c = HostTensor::scalar((t + 1) as f32);
+        let mut args: Vec<&HostTensor> = vec![&pv, gr];
+        args.extend(sv.iter());
+        args.push(&lr_h);
+        args.push(&c);
+        let out = prog.run(&args).unwrap();
+        pv = out[0].clone();
+        sv = out[1..].to_vec();
+    }
+    (pv.to_f64_vec(), sv.iter().map(|s| s.to_f64_vec()).collect())
+}
+
+#[test]
+fn adamw_matches_reference() {
+    let mut r = rng(20);
+    let p0 = random(&mut r, DType::F32, &[3, 5], -1.0, 1.0);
+    let grads: Vec<HostTensor> = (0..3).map(|_| random(&mut r, DType::F32, &[3, 5], -1.0, 1.0)).collect();
+    let opt = AdamW { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.01 };
+    let (got, _) = run_steps(&opt, &p0, &grads, 0.1);
+
+    let mut p = p0.to_f64_vec();
+    let (mut m, mut v) = (vec![0.0; 15], vec![0.0; 15]);
+    for (t, g) in grads.iter().enumerate() {
+        let g = g.to_f64_vec();
+        let t = (t + 1) as i32;
+        for i in 0..15 {
+            m[i] = 0.9 * m[i] + 0.1 * g[i];
+            v[i] = 0.99 * v[i] + 0.01 * g[i] * g[i];
+            let mh = m[i] / (1.0 - 0.9f64.powi(t));
+            let vh = v[i] / (1.0 - 0.99f64.powi(t));
+            p[i] -= 0.1 * (mh / (vh.sqrt() + 1e-8) + 0.01 * p[i]);
+        }
+    }
+    assert_close(&got, &p, 1e-5, "adamw");
+}
+
+fn adafactor_reference(p0: &[f64], shape: (usize, usize), grads: &[Vec<f64>], lr: f64, factored: bool) -> Vec<f64> {
+    let (rows, cols) = shape;
+    let mut p = p0.to_vec();
+    let (mut vr, mut vc, mut v) = (vec![0.0; rows], vec![0.0; cols], vec![0.0; rows * cols]);
+    for (t, g) in grads.iter().enumerate() {
+        let t = (t + 1) as f64;
+        let beta2 = 1.0 - t.powf(-0.8);
+        let g2: Vec<f64> = g.iter().map(|x| x * x + 1e-30).collect();
+        let mut u = vec![0.0; rows * cols];
+        if factored {
+            for i in 0..rows {
+                vr[i] = beta2 * vr[i] + (1.0 - beta2) * (0..cols).map(|j| g2[i * cols + j]).sum::<f64>() / cols as f64;
+            }
+            for j in 0..cols {
+                vc[j] = beta2 * vc[j] + (1.0 - beta2) * (0..rows).map(|i| g2[i * cols + j]).sum::<f64>() / rows as f64;
+            }
+            let mean_r = vr.iter().sum::<f64>() / rows as f64;
+            for i in 0..rows {
+                for j in 0..cols {
+                    u[i * cols + j] = g[i * cols + j] / (vr[i] / mean_r).sqrt() / vc[j].sqrt();
+                }
+            }
+        } else {
+            for k in 0..rows * cols {
+                v[k] = beta2 * v[k] + (1.0 - beta2) * g2[k];
+                u[k] = g[k] / v[k].sqrt();
+            }
+        }
+        let rms_u = (u.iter().map(|x| x * x).sum::<f64>() / u.len() as f64).sqrt();
+        let rms_p = (p.iter().map(|x| x * x).sum::<f64>() / p.len() as f64).sqrt();
+        let scale = lr * rms_p.max(1e-3) / rms_u.max(1.0);
+        for k in 0..p.len() {
+            p[k] -= scale * u[k];
+        }
+    }
+    p
+}
+
+#[test]
+fn adafactor_matches_reference_factored_and_not() {
+    let mut r = rng(21);
+    for (shape, factored) in [((4usize, 6usize), false), ((128, 130), true)] {
+        let dims = [shape.0 as i64, shape.1 as i64];
+        let p0 = random(&mut r, DType::F32, &dims, -0.5, 0.5);
+        let grads: Vec<HostTensor> = (0..3).map(|_| random(&mut r, DType::F32, &dims, -1.0, 1.0)).collect();
+        let opt = Adafactor::default();
+        assert_eq!(opt.state(&dalle_xla::graph::TensorType::new(DType::F32, &dims)).len(), if factored { 2 } else { 1 });
+        let (got, _) = run_steps(&opt, &p0, &grads, 0.01);
+        let want = adafactor_reference(&p0.to_f64_vec(), shape, &grads.iter().map(|g| g.to_f64_vec()).collect::<Vec<_>>(), 0.01, factored);
+        assert_close(&got, &want, 1e-4, if factored { "adafactor factored" } else { "adafactor" });
+    }
+}
+
+#[test]
+fn global_norm_clipping() {
+    let g = Graph::new("clip");
+    let a = g.param("a", DType::F32, &[2]);
+    let b = g.param("b", DType::F32, &[1]);
+    let (clipped, norm) = clip_by_global_norm(&[a, b], 1.0).unwrap();
+    let prog = compile(&g, &[&clipped[0], &clipped[1], &norm]);
+    let out = prog.run(&[&HostTensor::new::<f32>(&[2], &[3.0, 0.0]).unwrap(), &HostTensor::new::<f32>(&[1], &[4.0]).unwrap()]).unwrap();
+    assert_close(&out[2].to_f64_vec(), &[5.0], 1e-6, "norm");
+    assert_close(&out[0].to_f64_vec(), &[0.6, 0.0], 1e-5, "clipped a");
+    assert_close(&out[1].to_f64_vec(), &[0.8], 1e-5, "clipped b");
+    // Below the threshold nothing changes.
+    let out = prog.run(&[&HostTensor::new::<f32>(&[2], &[0.3, 0.0]).unwrap(), &HostTensor::new::<f32>(&[1], &[0.4]).unwrap()]).unwrap();
+    assert_close(&out[0].to_f64_vec(), &[0.3, 0.0], 1e-5, "unclipped a");
+}
