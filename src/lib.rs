@@ -5,6 +5,8 @@
 //! - [`graph`]: tensors, primitives, the StableHLO emitter and autodiff;
 //! - [`runtime`]: compiling graphs and running them on host data.
 
+pub mod config;
+pub mod data;
 pub mod dtype;
 pub mod error;
 pub mod graph;
@@ -12,6 +14,7 @@ pub mod host;
 pub mod optim;
 pub mod pjrt;
 pub mod runtime;
+pub mod storage;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

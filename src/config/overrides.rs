@@ -1,0 +1,121 @@
+//! Loading YAML configs with dotted `--set key.path=value` overrides.
+//!
+//! One mechanism for every program: the file is parsed to a YAML tree, each
+//! override replaces an existing leaf (unknown keys are errors that name the
+//! key and the keys that exist), and the tree is deserialised into the typed
+//! config, where a wrong type is an error naming its key path.
+
+use serde::de::DeserializeOwned;
+use serde_yaml::{Mapping, Value};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config {path} is not valid YAML: {source}")]
+    Parse { path: String, source: serde_yaml::Error },
+    #[error("override '{0}' must look like key.path=value")]
+    BadOverride(String),
+    #[error("unknown config key '{key}'{hint}")]
+    UnknownKey { key: String, hint: String },
+    #[error("config key '{key}': {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// Parses `key.path=value` pairs; values are YAML scalars (`0.005`, `true`, `adamw`, `[1, 2]`).
+pub fn parse_overrides(items: &[String]) -> Result<Vec<(String, Value)>, ConfigError> {
+    items
+        .iter()
+        .map(|item| {
+            let (k, v) = item.split_once('=').ok_or_else(|| ConfigError::BadOverride(item.clone()))?;
+            let k = k.trim();
+            if k.is_empty() || k.split('.').any(str::is_empty) {
+                return Err(ConfigError::BadOverride(item.clone()));
+            }
+            let value: Value = serde_yaml::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+            Ok((k.to_string(), value))
+        })
+        .collect()
+}
+
+fn key_hint(map: &Mapping, missing: &str) -> String {
+    let keys: Vec<String> = map.keys().filter_map(|k| k.as_str().map(String::from)).collect();
+    let close = keys.iter().find(|k| edit_distance(k, missing) <= 2);
+    match close {
+        Some(k) => format!(" (did you mean '{k}'?)"),
+        None if keys.is_empty() => String::new(),
+        None => format!(" (known keys here: {})", keys.join(", ")),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + (ca != *cb) as usize).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Replaces the existing leaf at `key` (dotted path) with `value`.
+pub fn set_path(root: &mut Value, key: &str, value: Value) -> Result<(), ConfigError> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut node = root;
+    for (i, part) in parts.iter().enumerate() {
+        let so_far = parts[..=i].join(".");
+        let map = node.as_mapping_mut().ok_or_else(|| ConfigError::UnknownKey {
+            key: key.to_string(),
+            hint: format!(" ('{}' is a value, not a section)", parts[..i].join(".")),
+        })?;
+        let k = Value::String(part.to_string());
+        if !map.contains_key(&k) {
+            return Err(ConfigError::UnknownKey { key: so_far, hint: key_hint(map, part) });
+        }
+        if i + 1 == parts.len() {
+            map.insert(k, value);
+            return Ok(());
+        }
+        node = map.get_mut(&k).expect("checked above");
+    }
+    Ok(())
+}
+
+/// Deserialises a YAML tree into `T`; errors name the key path.
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        let message = e.inner().to_string();
+        // serde names unknown fields in the message; surface them as such.
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            let field = rest.split('`').next().unwrap_or_default();
+            let full = if key == "." || key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
+            let hint = message.split_once(", expected").map(|(_, e)| format!(" (expected{e})")).unwrap_or_default();
+            return ConfigError::UnknownKey { key: full, hint };
+        }
+        ConfigError::Invalid { key, message }
+    })
+}
+
+/// Reads `path`, applies `overrides` and deserialises into `T`.
+pub fn load<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<(T, Value), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    load_str(&text, &path.display().to_string(), overrides)
+}
+
+pub fn load_str<T: DeserializeOwned>(text: &str, name: &str, overrides: &[String]) -> Result<(T, Value), ConfigError> {
+    let mut value: Value =
+        serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: name.to_string(), source })?;
+    if value.is_null() {
+        value = Value::Mapping(Mapping::new());
+    }
+    for (k, v) in parse_overrides(overrides)? {
+        set_path(&mut value, &k, v)?;
+    }
+    let typed = from_value(value.clone())?;
+    Ok((typed, value))
+}

@@ -1,0 +1,94 @@
+//! Where runs, checkpoints and datasets live: one URL scheme for every program.
+//!
+//! `gs://bucket/prefix` (Google Cloud Storage), `s3://bucket/prefix`,
+//! `memory://name` (a process-wide in-memory store, for tests) and plain local
+//! paths all become an [`ObjectStore`] plus a prefix inside it.
+
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage location '{url}': {message}")]
+    Location { url: String, message: String },
+    #[error("storage at '{location}': {source}")]
+    Store { location: String, source: object_store::Error },
+}
+
+/// A store and the prefix inside it that a URL names.
+#[derive(Clone, Debug)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: ObjectPath,
+    /// The URL (or path) as the user wrote it, for messages.
+    pub url: String,
+}
+
+impl Location {
+    /// The object `name` under this location's prefix (`name` may contain `/`).
+    pub fn child(&self, name: &str) -> ObjectPath {
+        let mut path = self.prefix.clone();
+        for part in name.split('/').filter(|p| !p.is_empty()) {
+            path = path.clone().join(part);
+        }
+        path
+    }
+
+    /// A location for the sub-directory `name`.
+    pub fn join(&self, name: &str) -> Location {
+        Location { store: self.store.clone(), prefix: self.child(name), url: format!("{}/{}", self.url.trim_end_matches('/'), name) }
+    }
+}
+
+/// Process-wide in-memory stores by name, so `memory://x` means the same store everywhere in a test.
+fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+    let mut stores = STORES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    stores.entry(name.to_string()).or_insert_with(|| Arc::new(InMemory::new())).clone()
+}
+
+/// Opens the store a URL or local path names.
+pub fn open(url: &str) -> Result<Location, StorageError> {
+    let bad = |message: String| StorageError::Location { url: url.to_string(), message };
+    if url.trim().is_empty() {
+        return Err(bad("is empty".into()));
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad(format!("names no bucket: expected {scheme}://BUCKET/PREFIX")));
+        }
+        let prefix = ObjectPath::parse(prefix.trim_end_matches('/')).map_err(|e| bad(format!("bad prefix: {e}")))?;
+        let store: Arc<dyn ObjectStore> = match scheme {
+            "gs" => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| bad(format!("cannot open Google Cloud Storage: {e}")))?,
+            ),
+            "s3" => Arc::new(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| bad(format!("cannot open S3: {e}")))?,
+            ),
+            "memory" => memory_store(bucket),
+            "file" => return open_local(&format!("{bucket}/{prefix}"), url),
+            other => return Err(bad(format!("unsupported scheme '{other}' (supported: gs, s3, memory, file, or a local path)"))),
+        };
+        return Ok(Location { store, prefix, url: url.to_string() });
+    }
+    open_local(url, url)
+}
+
+fn open_local(path: &str, url: &str) -> Result<Location, StorageError> {
+    let bad = |message: String| StorageError::Location { url: url.to_string(), message };
+    let dir = std::path::Path::new(path);
+    std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create directory: {e}")))?;
+    let dir = dir.canonicalize().map_err(|e| bad(format!("cannot resolve directory: {e}")))?;
+    let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+    Ok(Location { store: Arc::new(fs), prefix: ObjectPath::default(), url: url.to_string() })
+}

@@ -1,0 +1,105 @@
+//! The training config: one YAML file per model size in `configs/`.
+
+use crate::models::dallebart::DalleBartConfig;
+use crate::optim::OptimizerConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: DalleBartConfig,
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    pub train: LoopConfig,
+    #[serde(default)]
+    pub data: DataConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopConfig {
+    /// Examples per update, over all devices.
+    pub batch_size: usize,
+    /// Number of updates.
+    pub steps: u64,
+    #[serde(default)]
+    pub seed: u64,
+    /// Compute dtype: f32 or bf16 (weights are always kept in f32).
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    /// Devices to train on; 0 means all of the client's.
+    #[serde(default)]
+    pub devices: usize,
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+    /// Evaluate every this many updates; 0 disables evaluation.
+    #[serde(default)]
+    pub eval_every: u64,
+    #[serde(default = "default_eval_batches")]
+    pub eval_batches: u64,
+    /// Run directory (config, metrics, checkpoints).
+    #[serde(default = "default_run_dir")]
+    pub run_dir: String,
+}
+
+fn default_dtype() -> String {
+    "f32".into()
+}
+fn default_log_every() -> u64 {
+    10
+}
+fn default_eval_batches() -> u64 {
+    2
+}
+fn default_run_dir() -> String {
+    "checkpoints/run".into()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `synthetic`: captions and image tokens generated from the seed.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// Synthetic: number of distinct training captions.
+    #[serde(default = "default_captions")]
+    pub num_captions: u64,
+}
+
+fn default_kind() -> String {
+    "synthetic".into()
+}
+fn default_captions() -> u64 {
+    64
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig { kind: default_kind(), num_captions: default_captions() }
+    }
+}
+
+impl TrainConfig {
+    /// Checks values serde cannot; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        self.model.validate()?;
+        self.optimizer.validate()?;
+        let t = &self.train;
+        if t.batch_size == 0 {
+            return Err("train.batch_size must be at least 1".into());
+        }
+        if !matches!(t.dtype.as_str(), "f32" | "bf16") {
+            return Err(format!("train.dtype must be f32 or bf16, got '{}'", t.dtype));
+        }
+        if t.log_every == 0 {
+            return Err("train.log_every must be at least 1".into());
+        }
+        if self.data.kind != "synthetic" {
+            return Err(format!("data.kind '{}' is not supported (supported: synthetic)", self.data.kind));
+        }
+        if self.data.num_captions == 0 {
+            return Err("data.num_captions must be at least 1".into());
+        }
+        Ok(())
+    }
+}
