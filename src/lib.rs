@@ -10,11 +10,14 @@ pub mod data;
 pub mod dtype;
 pub mod error;
 pub mod graph;
+pub mod models;
+pub mod nn;
 pub mod host;
 pub mod optim;
 pub mod pjrt;
 pub mod runtime;
 pub mod storage;
+pub mod train;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

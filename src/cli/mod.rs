@@ -4,6 +4,7 @@
 pub mod common;
 mod demo;
 mod info;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -20,11 +21,14 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Print a model config's parameter count and the devices of a platform.
     Info(info::InfoArgs),
+    /// Train DalleBart from a YAML config (resumes the run if it has a checkpoint).
+    Train(train::TrainArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Info(a) => info::run(a),
+        Command::Train(a) => train::run(a),
     }
 }

@@ -22,6 +22,9 @@ pub struct LoopConfig {
     pub batch_size: usize,
     /// Number of updates.
     pub steps: u64,
+    /// Micro-batches whose gradients are summed into one update (`batch_size` is split among them).
+    #[serde(default = "one")]
+    pub gradient_accumulation: usize,
     #[serde(default)]
     pub seed: u64,
     /// Compute dtype: f32 or bf16 (weights are always kept in f32).
@@ -42,6 +45,9 @@ pub struct LoopConfig {
     pub run_dir: String,
 }
 
+fn one() -> usize {
+    1
+}
 fn default_dtype() -> String {
     "f32".into()
 }
@@ -80,6 +86,15 @@ impl Default for DataConfig {
 }
 
 impl TrainConfig {
+    /// Reads a YAML config, applies `--set` overrides and validates; returns the
+    /// config and the YAML tree it came from (stored with every run).
+    pub fn load(path: &std::path::Path, overrides: &[String]) -> crate::error::Result<(TrainConfig, serde_yaml::Value)> {
+        let (config, tree): (TrainConfig, _) =
+            crate::config::load(path, overrides).map_err(|e| crate::error::Error::Invalid(e.to_string()))?;
+        config.validate().map_err(|e| crate::error::Error::Invalid(format!("{}: {e}", path.display())))?;
+        Ok((config, tree))
+    }
+
     /// Checks values serde cannot; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         self.model.validate()?;
@@ -87,6 +102,9 @@ impl TrainConfig {
         let t = &self.train;
         if t.batch_size == 0 {
             return Err("train.batch_size must be at least 1".into());
+        }
+        if t.gradient_accumulation == 0 {
+            return Err("train.gradient_accumulation must be at least 1".into());
         }
         if !matches!(t.dtype.as_str(), "f32" | "bf16") {
             return Err(format!("train.dtype must be f32 or bf16, got '{}'", t.dtype));

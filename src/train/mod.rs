@@ -1,11 +1,13 @@
-//! Training DalleBart: config, compiled step, loop, metrics.
+//! Training DalleBart: config, compiled step programs, batch sources, the loop, metrics.
 
 mod config;
 mod metrics;
+mod source;
 mod step;
 mod trainer;
 
 pub use config::{DataConfig, LoopConfig, TrainConfig};
 pub use metrics::{MetricsWriter, StepMetrics};
-pub use step::{compile_eval_step, compile_train_step, model_params, StepLayout};
-pub use trainer::Trainer;
+pub use source::{BatchSource, SyntheticSource};
+pub use step::{compile_step_programs, StepLayout, StepPrograms, StepSetup};
+pub use trainer::{StepResult, Trainer};

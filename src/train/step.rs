@@ -1,9 +1,14 @@
-//! The compiled training step: forward, backward, gradient all-reduce across
-//! replicas, clipping and the optimizer update, in one XLA program per device.
-//! Parameters and optimizer state are donated, so the update is in place.
+//! The compiled programs of training, one XLA executable each, replicated over
+//! the devices:
+//! - `train_step`: forward, backward, gradient mean across replicas (all-reduce),
+//!   clipping and the optimizer update, parameters and state donated so the
+//!   update is in place;
+//! - with gradient accumulation, `accumulate` (adds one micro-batch's gradients
+//!   into donated accumulators) and `apply` (the update from the accumulated sum);
+//! - `eval_step`: the loss only.
 
 use crate::error::Result;
-use crate::graph::{grad, Graph, Tensor, TensorType};
+use crate::graph::{grad, Graph, Tensor};
 use crate::models::dallebart::DalleBart;
 use crate::nn::{ParamSpec, VarBuilder};
 use crate::optim::{clip_by_global_norm, Optimizer, StateSpec, StepScalars};
@@ -11,112 +16,192 @@ use crate::pjrt::Client;
 use crate::runtime::{Program, ProgramOptions};
 use crate::DType;
 
-/// Argument layout of the step program.
+/// Number of batch arguments (input ids, attention mask, labels) that lead every program.
+pub const BATCH_ARGS: usize = 3;
+
+/// What the trainer keeps on each device: parameters, then optimizer state.
 pub struct StepLayout {
     pub params: Vec<ParamSpec>,
     /// Optimizer state per parameter, flattened in parameter order.
     pub state: Vec<(String, StateSpec)>,
-    /// First argument index of the parameters, of the state, and of (lr, count).
-    pub params_at: usize,
-    pub state_at: usize,
-    pub scalars_at: usize,
+}
+
+impl StepLayout {
+    /// Checkpoint names of the on-device values, in order: parameters, then `<param>/<suffix>`.
+    pub fn names(&self) -> Vec<String> {
+        let params = self.params.iter().map(|p| p.name.clone());
+        params.chain(self.state.iter().map(|(p, s)| format!("{p}/{}", s.suffix))).collect()
+    }
+}
+
+/// The programs of one training setup.
+pub struct StepPrograms {
+    pub layout: StepLayout,
+    /// Fused update (no accumulation): `(batch, params, state, lr, count) -> (params, state, loss, grad_norm)`.
+    pub train: Option<Program>,
+    /// `(batch, params, grad_acc, loss_acc) -> (grad_acc, loss_acc)`, accumulators donated.
+    pub accumulate: Option<Program>,
+    /// `(params, state, grad_acc, loss_acc, lr, count) -> (params, state, zero grad_acc, zero loss_acc, loss, grad_norm)`.
+    pub apply: Option<Program>,
+    /// `(batch, params) -> loss`.
+    pub eval: Option<Program>,
+}
+
+pub struct StepSetup<'a> {
+    pub client: &'a Client,
+    pub model: &'a DalleBart,
+    pub optimizer: &'a dyn Optimizer,
+    pub max_grad_norm: f64,
+    /// Examples per device per micro-batch.
+    pub per_device: i64,
+    pub replicas: usize,
+    /// Micro-batches summed into one update.
+    pub accumulation: usize,
+    pub with_eval: bool,
 }
 
 /// Batch inputs of one device: `[b, T_text]` ids and mask, `[b, T_img]` labels.
-fn batch_params(g: &Graph, model: &DalleBart, per_device: i64) -> (Tensor, Tensor, Tensor) {
+fn batch_params(g: &Graph, model: &DalleBart, per_device: i64) -> [Tensor; BATCH_ARGS] {
     let c = &model.config;
-    (
+    [
         g.param("input_ids", DType::I32, &[per_device, c.max_text_length]),
         g.param("attention_mask", DType::I32, &[per_device, c.max_text_length]),
         g.param("labels", DType::I32, &[per_device, c.image_length]),
-    )
+    ]
 }
 
-/// Mean over replicas (identity on one device).
-fn replica_mean(t: &Tensor, replicas: usize) -> crate::graph::Result<Tensor> {
+/// Sum over replicas (identity on one device).
+fn replica_sum(t: &Tensor, replicas: usize) -> crate::graph::Result<Tensor> {
     if replicas == 1 {
-        return Ok(t.clone());
+        Ok(t.clone())
+    } else {
+        crate::graph::all_reduce_sum(t)
     }
-    crate::graph::all_reduce_sum(t)?.scale(1.0 / replicas as f64)
 }
 
-/// Builds and compiles the step for `replicas` devices with `per_device` examples each.
-pub fn compile_train_step(
-    client: &Client,
-    model: &DalleBart,
+/// The model's loss on one device's batch, with its parameters as program arguments.
+fn loss_graph(g: &Graph, model: &DalleBart, per_device: i64) -> Result<([Tensor; BATCH_ARGS], VarBuilder, Tensor)> {
+    let batch = batch_params(g, model, per_device);
+    let vb = VarBuilder::new(g, DType::F32);
+    let loss = model.loss(&vb, &batch[0], &batch[1], &batch[2])?;
+    Ok((batch, vb, loss))
+}
+
+/// Optimizer-state arguments for every parameter, in parameter order.
+fn state_params(g: &Graph, specs: &[ParamSpec], optimizer: &dyn Optimizer) -> (Vec<Vec<Tensor>>, Vec<(String, StateSpec)>) {
+    let mut flat = Vec::new();
+    let per_param = specs
+        .iter()
+        .map(|s| {
+            optimizer
+                .state(&s.ty)
+                .into_iter()
+                .map(|st| {
+                    let t = g.param(&format!("{}/{}", s.name, st.suffix), st.ty.dtype, &st.ty.shape);
+                    flat.push((s.name.clone(), st));
+                    t
+                })
+                .collect()
+        })
+        .collect();
+    (per_param, flat)
+}
+
+/// Clip the mean gradients and update every parameter; returns the program outputs
+/// `params, state, loss, grad_norm`.
+fn update_outputs(
+    g: &Graph,
     optimizer: &dyn Optimizer,
     max_grad_norm: f64,
-    per_device: i64,
-    replicas: usize,
-) -> Result<(Program, StepLayout)> {
-    let g = Graph::new("train_step");
-    let (ids, mask, labels) = batch_params(&g, model, per_device);
-    let vb = VarBuilder::new(&g, DType::F32);
-    let loss = model.loss(&vb, &ids, &mask, &labels)?;
-    let params = vb.tensors();
-    let specs = vb.specs();
-    let state_at = 3 + params.len();
-    let mut state_specs = Vec::new();
-    let mut state = Vec::new();
-    for s in &specs {
-        let per: Vec<Tensor> = optimizer
-            .state(&s.ty)
-            .into_iter()
-            .map(|st| {
-                let t = g.param(&format!("{}/{}", s.name, st.suffix), st.ty.dtype, &st.ty.shape);
-                state_specs.push((s.name.clone(), st));
-                t
-            })
-            .collect();
-        state.push(per);
-    }
-    let scalars_at = g.params().len();
+    params: &[Tensor],
+    state: &[Vec<Tensor>],
+    mean_grads: &[Tensor],
+    mean_loss: Tensor,
+) -> Result<Vec<Tensor>> {
     let lr = g.param("lr", DType::F32, &[]);
     let count = g.param("count", DType::F32, &[]);
-
-    let refs: Vec<&Tensor> = params.iter().collect();
-    let grads = grad(&loss, &refs)?;
-    let grads = grads.iter().map(|gr| replica_mean(gr, replicas)).collect::<crate::graph::Result<Vec<_>>>()?;
-    let (grads, norm) = clip_by_global_norm(&grads, max_grad_norm)?;
+    let (grads, norm) = clip_by_global_norm(mean_grads, max_grad_norm)?;
     let scalars = StepScalars { lr: &lr, count: &count };
-    let mut new_params = Vec::new();
+    let mut new_params = Vec::with_capacity(params.len());
     let mut new_state = Vec::new();
-    for ((p, gr), st) in params.iter().zip(&grads).zip(&state) {
+    for ((p, gr), st) in params.iter().zip(&grads).zip(state) {
         let (np, ns) = optimizer.update(p, gr, st, &scalars)?;
         new_params.push(np);
         new_state.extend(ns);
     }
-    let mean_loss = replica_mean(&loss, replicas)?;
-    let mut outs: Vec<&Tensor> = new_params.iter().collect();
-    outs.extend(new_state.iter());
-    outs.push(&mean_loss);
-    outs.push(&norm);
-    let donate = 3..scalars_at;
-    let opts = ProgramOptions::replicated(replicas).donating(donate);
-    let program = Program::compile(client, &g, &outs, &opts)?;
-    Ok((program, StepLayout { params: specs, state: state_specs, params_at: 3, state_at, scalars_at }))
+    new_params.extend(new_state);
+    new_params.push(mean_loss);
+    new_params.push(norm);
+    Ok(new_params)
 }
 
-/// Loss on a batch without updating: `(batch, params) -> mean loss`.
-pub fn compile_eval_step(client: &Client, model: &DalleBart, per_device: i64, replicas: usize) -> Result<Program> {
-    let g = Graph::new("eval_step");
-    let (ids, mask, labels) = batch_params(&g, model, per_device);
-    let vb = VarBuilder::new(&g, DType::F32);
-    let loss = model.loss(&vb, &ids, &mask, &labels)?;
-    let mean_loss = replica_mean(&loss, replicas)?;
-    Ok(Program::compile(client, &g, &[&mean_loss], &ProgramOptions::replicated(replicas))?)
+fn compile(client: &Client, g: &Graph, outs: &[Tensor], opts: ProgramOptions) -> Result<Program> {
+    let refs: Vec<&Tensor> = outs.iter().collect();
+    Program::compile(client, g, &refs, &opts)
 }
 
-/// Parameter specs of a model without compiling anything (counts, init, loading).
-pub fn model_params(model: &DalleBart, batch: i64) -> Result<Vec<ParamSpec>> {
-    let g = Graph::new("params");
-    let (ids, mask, labels) = batch_params(&g, model, batch);
-    let vb = VarBuilder::new(&g, DType::F32);
-    model.loss(&vb, &ids, &mask, &labels)?;
-    Ok(vb.specs())
-}
+/// Builds and compiles the programs for `setup`.
+pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
+    let n = s.replicas;
+    let scale_of = |micro: usize| 1.0 / (n * micro) as f64;
+    let mut programs = StepPrograms { layout: StepLayout { params: vec![], state: vec![] }, train: None, accumulate: None, apply: None, eval: None };
 
-/// Types of the state of every parameter, for zero-initialisation.
-pub fn state_types(layout: &StepLayout) -> Vec<TensorType> {
-    layout.state.iter().map(|(_, s)| s.ty.clone()).collect()
+    if s.accumulation <= 1 {
+        let g = Graph::new("train_step");
+        let (_, vb, loss) = loss_graph(&g, s.model, s.per_device)?;
+        let params = vb.tensors();
+        let specs = vb.specs();
+        let (state, state_specs) = state_params(&g, &specs, s.optimizer);
+        let refs: Vec<&Tensor> = params.iter().collect();
+        let grads = grad(&loss, &refs)?;
+        let mean_grads = grads.iter().map(|gr| replica_sum(gr, n)?.scale(scale_of(1))).collect::<crate::graph::Result<Vec<_>>>()?;
+        let mean_loss = replica_sum(&loss, n)?.scale(scale_of(1))?;
+        let outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss)?;
+        let donated = BATCH_ARGS..BATCH_ARGS + params.len() + state_specs.len();
+        programs.train = Some(compile(s.client, &g, &outs, ProgramOptions::replicated(n).donating(donated))?);
+        programs.layout = StepLayout { params: specs, state: state_specs };
+    } else {
+        // accumulate: (batch, params, grad_acc, loss_acc) -> (grad_acc + grads, loss_acc + loss)
+        let g = Graph::new("accumulate");
+        let (_, vb, loss) = loss_graph(&g, s.model, s.per_device)?;
+        let params = vb.tensors();
+        let specs = vb.specs();
+        let acc: Vec<Tensor> = specs.iter().map(|p| g.param(&format!("{}/grad_acc", p.name), p.ty.dtype, &p.ty.shape)).collect();
+        let loss_acc = g.param("loss_acc", DType::F32, &[]);
+        let refs: Vec<&Tensor> = params.iter().collect();
+        let grads = grad(&loss, &refs)?;
+        let mut outs = acc.iter().zip(&grads).map(|(a, gr)| a.add(gr)).collect::<crate::graph::Result<Vec<_>>>()?;
+        outs.push(loss_acc.add(&loss.cast(DType::F32)?)?);
+        let first_acc = BATCH_ARGS + params.len();
+        let donated = first_acc..first_acc + params.len() + 1;
+        programs.accumulate = Some(compile(s.client, &g, &outs, ProgramOptions::replicated(n).donating(donated))?);
+
+        // apply: (params, state, grad_acc, loss_acc, lr, count) -> (params, state, 0, 0, loss, grad_norm)
+        let g = Graph::new("apply");
+        let params: Vec<Tensor> = specs.iter().map(|p| g.param(&p.name, p.ty.dtype, &p.ty.shape)).collect();
+        let (state, state_specs) = state_params(&g, &specs, s.optimizer);
+        let acc: Vec<Tensor> = specs.iter().map(|p| g.param(&format!("{}/grad_acc", p.name), p.ty.dtype, &p.ty.shape)).collect();
+        let loss_acc = g.param("loss_acc", DType::F32, &[]);
+        let scale = scale_of(s.accumulation);
+        let mean_grads = acc.iter().map(|a| replica_sum(a, n)?.scale(scale)).collect::<crate::graph::Result<Vec<_>>>()?;
+        let mean_loss = replica_sum(&loss_acc, n)?.scale(scale)?;
+        let mut outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss)?;
+        // Fresh zero accumulators come back out, so they stay on device between updates.
+        let tail = outs.split_off(params.len() + state_specs.len());
+        for a in acc.iter().chain([&loss_acc]) {
+            outs.push(a.zeros_like()?);
+        }
+        outs.extend(tail);
+        let donated = 0..2 * params.len() + state_specs.len() + 1;
+        programs.apply = Some(compile(s.client, &g, &outs, ProgramOptions::replicated(n).donating(donated))?);
+        programs.layout = StepLayout { params: specs, state: state_specs };
+    }
+
+    if s.with_eval {
+        let g = Graph::new("eval_step");
+        let (_, _, loss) = loss_graph(&g, s.model, s.per_device)?;
+        let mean_loss = replica_sum(&loss, n)?.scale(scale_of(1))?;
+        programs.eval = Some(compile(s.client, &g, &[mean_loss], ProgramOptions::replicated(n))?);
+    }
+    Ok(programs)
 }

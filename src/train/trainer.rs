@@ -1,11 +1,11 @@
-//! The training loop: reads top to bottom — build the step, initialise the
-//! weights on every device, then for each update feed a sharded batch, run
-//! the step, swap in the updated weights, log and evaluate.
+//! The training loop: compile the step, initialise (or restore) the weights on
+//! every device, then feed batches, log, evaluate and checkpoint until done.
 
 use super::config::TrainConfig;
 use super::metrics::{MetricsWriter, StepMetrics};
-use super::step::{compile_eval_step, compile_train_step, StepLayout};
-use crate::data::{Batch, Synthetic};
+use super::source::BatchSource;
+use super::step::{compile_step_programs, StepLayout, StepPrograms, StepSetup};
+use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::host::HostTensor;
 use crate::models::dallebart::DalleBart;
@@ -13,28 +13,33 @@ use crate::nn::Precision;
 use crate::pjrt::{Buffer, Client};
 use crate::runtime::{download, Program};
 use crate::DType;
-use std::path::PathBuf;
 use std::time::Instant;
+
+/// Result of one update.
+#[derive(Clone, Copy, Debug)]
+pub struct StepResult {
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub lr: f64,
+}
 
 pub struct Trainer {
     pub config: TrainConfig,
     pub replicas: usize,
-    step_program: Program,
-    eval_program: Option<Program>,
-    layout: StepLayout,
-    /// Per device: parameters then optimizer state, in step-argument order.
-    weights: Vec<Vec<Buffer>>,
+    programs: StepPrograms,
+    /// Per device: parameters, optimizer state, then (with accumulation) gradient and loss accumulators.
+    device_state: Vec<Vec<Buffer>>,
     /// Updates done so far.
     pub step: u64,
-    train_data: Synthetic,
-    eval_data: Synthetic,
-    /// Index of the next training example in the stream.
-    pub data_position: u64,
-    metrics: MetricsWriter,
+    /// Examples consumed so far.
+    pub samples_seen: u64,
+    train_data: Box<dyn BatchSource>,
+    eval_data: Option<Box<dyn BatchSource>>,
 }
 
 impl Trainer {
-    pub fn new(client: &Client, config: TrainConfig) -> Result<Trainer> {
+    /// Compiles the programs and puts freshly initialised weights on every device.
+    pub fn new(client: &Client, config: TrainConfig, train_data: Box<dyn BatchSource>, eval_data: Option<Box<dyn BatchSource>>) -> Result<Trainer> {
         config.validate().map_err(Error::Invalid)?;
         let t = &config.train;
         let replicas = if t.devices == 0 { client.device_count() } else { t.devices };
@@ -45,176 +50,236 @@ impl Trainer {
                 client.device_count()
             )));
         }
-        if t.batch_size % replicas != 0 {
+        let per_update = replicas * t.gradient_accumulation;
+        if t.batch_size % per_update != 0 {
             return Err(Error::Invalid(format!(
-                "train.batch_size ({}) must be divisible by the number of devices ({replicas})",
-                t.batch_size
+                "train.batch_size ({}) must be divisible by devices x train.gradient_accumulation ({replicas} x {})",
+                t.batch_size, t.gradient_accumulation
             )));
         }
-        let per_device = (t.batch_size / replicas) as i64;
-        let compute = DType::parse(&t.dtype).unwrap_or(DType::F32);
+        let compute = DType::parse(&t.dtype).ok_or_else(|| Error::Invalid(format!("train.dtype must be f32 or bf16, got '{}'", t.dtype)))?;
         let model = DalleBart::new(config.model.clone(), Precision { compute });
         let optimizer = config.optimizer.build().map_err(Error::Invalid)?;
-        let (step_program, layout) =
-            compile_train_step(client, &model, optimizer.as_ref(), config.optimizer.max_grad_norm, per_device, replicas)?;
-        tracing::info!(
-            "compiled train step for {replicas} device(s) in {:.1?}: {} parameter tensors",
-            step_program.compile_time,
-            layout.params.len()
-        );
-        let eval_program =
-            if t.eval_every > 0 { Some(compile_eval_step(client, &model, per_device, replicas)?) } else { None };
-
-        let weights = Self::initial_weights(&step_program, &layout, t.seed, replicas)?;
-        let synthetic = |seed: u64| Synthetic {
-            seed,
-            text_vocab: config.model.encoder_vocab_size,
-            image_vocab: config.model.image_vocab_size,
-            text_length: config.model.max_text_length as usize,
-            image_length: config.model.image_length as usize,
-            num_captions: config.data.num_captions,
-        };
-        let metrics = MetricsWriter::new(&PathBuf::from(&t.run_dir))?;
-        std::fs::write(
-            PathBuf::from(&t.run_dir).join("config.yaml"),
-            serde_yaml::to_string(&config).map_err(|e| Error::Invalid(e.to_string()))?,
-        )
-        .map_err(|e| Error::io(format!("write config to {}", t.run_dir), e))?;
-        Ok(Trainer {
-            train_data: synthetic(t.seed),
-            eval_data: synthetic(t.seed ^ 0x5EED_E7A1),
-            config,
+        let started = Instant::now();
+        let programs = compile_step_programs(&StepSetup {
+            client,
+            model: &model,
+            optimizer: optimizer.as_ref(),
+            max_grad_norm: config.optimizer.max_grad_norm,
+            per_device: (t.batch_size / per_update) as i64,
             replicas,
-            step_program,
-            eval_program,
-            layout,
-            weights,
-            step: 0,
-            data_position: 0,
-            metrics,
-        })
+            accumulation: t.gradient_accumulation,
+            with_eval: eval_data.is_some() && t.eval_every > 0,
+        })?;
+        tracing::info!(
+            "compiled the training programs for {replicas} device(s) in {:.1?}: {} parameter tensors, {:.2}M parameters",
+            started.elapsed(),
+            programs.layout.params.len(),
+            programs.layout.params.iter().map(|p| p.ty.numel()).sum::<i64>() as f64 / 1e6
+        );
+        let mut trainer = Trainer { config, replicas, programs, device_state: Vec::new(), step: 0, samples_seen: 0, train_data, eval_data };
+        let initial = trainer.initial_values();
+        trainer.load_values(&initial)?;
+        Ok(trainer)
     }
 
-    /// Host-initialised parameters (from the seed and each name) and zero optimizer state, on every device.
-    fn initial_weights(program: &Program, layout: &StepLayout, seed: u64, replicas: usize) -> Result<Vec<Vec<Buffer>>> {
-        let mut host: Vec<HostTensor> =
-            layout.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape)).collect();
-        host.extend(layout.state.iter().map(|(_, s)| HostTensor::zeros(s.ty.dtype, &s.ty.shape)));
-        let refs: Vec<&HostTensor> = host.iter().collect();
-        (0..replicas).map(|d| program.upload(d, &refs)).collect()
+    pub fn layout(&self) -> &StepLayout {
+        &self.programs.layout
+    }
+
+    /// Any program: all of them run on the same devices, so any can upload.
+    fn program(&self) -> &Program {
+        let p = &self.programs;
+        p.train.as_ref().or(p.accumulate.as_ref()).expect("a training program is always compiled")
+    }
+
+    /// Parameters from the seed and each name, optimizer state zero.
+    fn initial_values(&self) -> Vec<HostTensor> {
+        let layout = &self.programs.layout;
+        let seed = self.config.train.seed;
+        let params = layout.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape));
+        params.chain(layout.state.iter().map(|(_, s)| HostTensor::zeros(s.ty.dtype, &s.ty.shape))).collect()
+    }
+
+    /// Puts parameters and optimizer state (in [`StepLayout::names`] order) on every device.
+    pub fn load_values(&mut self, values: &[HostTensor]) -> Result<()> {
+        let layout = &self.programs.layout;
+        let expected = layout.params.iter().map(|p| &p.ty).chain(layout.state.iter().map(|(_, s)| &s.ty));
+        for ((name, want), got) in layout.names().iter().zip(expected).zip(values) {
+            if want.dtype != got.dtype || want.shape != got.shape {
+                return Err(Error::Invalid(format!("'{name}' must be {want}, got {}{:?}", got.dtype, got.shape)));
+            }
+        }
+        if values.len() != layout.names().len() {
+            return Err(Error::Invalid(format!("expected {} tensors, got {}", layout.names().len(), values.len())));
+        }
+        let mut all: Vec<HostTensor> = values.to_vec();
+        if self.programs.accumulate.is_some() {
+            all.extend(layout.params.iter().map(|p| HostTensor::zeros(p.ty.dtype, &p.ty.shape)));
+            all.push(HostTensor::scalar(0f32));
+        }
+        let refs: Vec<&HostTensor> = all.iter().collect();
+        self.device_state = (0..self.replicas).map(|d| self.program().upload(d, &refs)).collect::<Result<_>>()?;
+        Ok(())
+    }
+
+    /// Parameters and optimizer state from the first device, with their names.
+    pub fn values(&self) -> Result<Vec<(String, HostTensor)>> {
+        let names = self.programs.layout.names();
+        names.into_iter().zip(&self.device_state[0]).map(|(n, b)| Ok((n, download(b)?))).collect()
+    }
+
+    /// Parameters only, by name.
+    pub fn parameters(&self) -> Result<Vec<(String, HostTensor)>> {
+        let n = self.programs.layout.params.len();
+        Ok(self.values()?.into_iter().take(n).collect())
     }
 
     pub fn parameter_count(&self) -> i64 {
-        self.layout.params.iter().map(|p| p.ty.numel()).sum()
+        self.programs.layout.params.iter().map(|p| p.ty.numel()).sum()
     }
 
-    fn next_batch(&mut self) -> Result<Batch> {
-        let n = self.config.train.batch_size as u64;
-        let examples: Vec<_> = (self.data_position..self.data_position + n).map(|i| self.train_data.example(i)).collect();
-        self.data_position += n;
-        Batch::from_examples(&examples)
+    pub fn train_data(&self) -> &dyn BatchSource {
+        self.train_data.as_ref()
     }
 
-    /// Uploads each shard of `batch` to its device.
-    fn upload_batch(&self, program: &Program, batch: &Batch) -> Result<Vec<Vec<Buffer>>> {
-        batch
-            .shard(self.replicas)?
-            .iter()
-            .enumerate()
-            .map(|(d, s)| program.upload(d, &[&s.input_ids, &s.attention_mask, &s.labels]))
-            .collect()
+    pub fn train_data_mut(&mut self) -> &mut dyn BatchSource {
+        self.train_data.as_mut()
     }
 
-    /// One update; returns (loss, grad norm) of this step.
-    pub fn train_step(&mut self) -> Result<(f64, f64)> {
-        let batch = self.next_batch()?;
+    /// Uploads each device's shard of `batch`.
+    fn upload_batch(&self, batch: &Batch) -> Result<Vec<Vec<Buffer>>> {
+        let shards = batch.shard(self.replicas)?;
+        shards.iter().enumerate().map(|(d, s)| self.program().upload(d, &[&s.input_ids, &s.attention_mask, &s.labels])).collect()
+    }
+
+    fn scalars(&self, lr: f64) -> Result<Vec<Vec<Buffer>>> {
+        let (lr, count) = (HostTensor::scalar(lr as f32), HostTensor::scalar((self.step + 1) as f32));
+        (0..self.replicas).map(|d| self.program().upload(d, &[&lr, &count])).collect()
+    }
+
+    /// Runs `program` on (per-device extra inputs, device state[range], scalars) and returns outputs.
+    fn execute(program: &Program, lead: &[Vec<Buffer>], state: &[Vec<Buffer>], tail: &[Vec<Buffer>]) -> Result<Vec<Vec<Buffer>>> {
+        let args: Vec<Vec<&Buffer>> =
+            (0..state.len()).map(|d| lead.get(d).into_iter().flatten().chain(&state[d]).chain(tail.get(d).into_iter().flatten()).collect()).collect();
+        program.execute(&args)
+    }
+
+    /// One update: `gradient_accumulation` micro-batches, then the optimizer step.
+    pub fn train_step(&mut self) -> Result<StepResult> {
         let lr = self.config.optimizer.schedule.lr(self.config.optimizer.learning_rate, self.step);
-        let inputs = self.upload_batch(&self.step_program, &batch)?;
-        let scalars: Vec<Vec<Buffer>> = (0..self.replicas)
-            .map(|d| {
-                self.step_program
-                    .upload(d, &[&HostTensor::scalar(lr as f32), &HostTensor::scalar((self.step + 1) as f32)])
-            })
-            .collect::<Result<_>>()?;
-        let args: Vec<Vec<&Buffer>> = (0..self.replicas)
-            .map(|d| inputs[d].iter().chain(self.weights[d].iter()).chain(scalars[d].iter()).collect())
-            .collect();
-        let mut outputs = self.step_program.execute(&args)?;
-        drop(args);
-        let n_weights = self.weights[0].len();
-        let mut loss = 0.0;
-        let mut norm = 0.0;
+        let micro = self.config.train.gradient_accumulation;
+        let per_micro = self.config.train.batch_size / micro;
+        let scalars = self.scalars(lr)?;
+        let mut state = std::mem::take(&mut self.device_state);
+        let outputs = if let Some(train) = &self.programs.train {
+            let batch = self.train_data.next_batch(per_micro)?;
+            let inputs = self.upload_batch(&batch)?;
+            Self::execute(train, &inputs, &state, &scalars)
+        } else {
+            let (accumulate, apply) = (self.programs.accumulate.as_ref(), self.programs.apply.as_ref());
+            let (accumulate, apply) = (accumulate.expect("compiled with accumulation"), apply.expect("compiled with accumulation"));
+            let n_weights = self.programs.layout.names().len();
+            let n_params = self.programs.layout.params.len();
+            let mut result = Ok(());
+            for _ in 0..micro {
+                let inputs = match self.train_data.next_batch(per_micro).and_then(|b| self.upload_batch(&b)) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                };
+                // (batch, params, acc, loss_acc): pass params then the accumulators, which come back updated.
+                let args: Vec<Vec<&Buffer>> = (0..self.replicas)
+                    .map(|d| inputs[d].iter().chain(&state[d][..n_params]).chain(&state[d][n_weights..]).collect())
+                    .collect();
+                match accumulate.execute(&args) {
+                    Ok(accs) => {
+                        for (d, acc) in accs.into_iter().enumerate() {
+                            state[d].truncate(n_weights);
+                            state[d].extend(acc);
+                        }
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            result.and_then(|()| Self::execute(apply, &[], &state, &scalars))
+        };
+        let mut outputs = outputs.map_err(|e| {
+            Error::Invalid(format!("training step {} failed; the weights on the devices may be lost, resume from the last checkpoint: {e}", self.step + 1))
+        })?;
+        let kept = self.programs.layout.names().len() + if self.programs.apply.is_some() { self.programs.layout.params.len() + 1 } else { 0 };
+        let (mut loss, mut grad_norm) = (f64::NAN, f64::NAN);
         for (d, out) in outputs.iter_mut().enumerate() {
-            let scalars_out = out.split_off(n_weights);
+            let scalars_out = out.split_off(kept);
             if d == 0 {
                 loss = download(&scalars_out[0])?.to_f64_vec()[0];
-                norm = download(&scalars_out[1])?.to_f64_vec()[0];
+                grad_norm = download(&scalars_out[1])?.to_f64_vec()[0];
             }
         }
-        self.weights = outputs;
+        drop(state);
+        self.device_state = outputs;
         self.step += 1;
-        Ok((loss, norm))
+        self.samples_seen += self.config.train.batch_size as u64;
+        Ok(StepResult { loss, grad_norm, lr })
     }
 
-    /// Mean loss over `eval_batches` held-out batches.
+    /// Mean loss over `eval_batches` held-out batches (the same batches every time).
     pub fn evaluate(&mut self) -> Result<Option<f64>> {
-        let Some(program) = &self.eval_program else { return Ok(None) };
-        let n = self.config.train.batch_size as u64;
-        let n_params = self.layout.params.len();
+        let (Some(program), Some(data)) = (&self.programs.eval, self.eval_data.as_mut()) else { return Ok(None) };
+        data.restart()?;
+        let per_micro = self.config.train.batch_size / self.config.train.gradient_accumulation;
+        let n_params = self.programs.layout.params.len();
         let mut total = 0.0;
-        for b in 0..self.config.train.eval_batches {
-            let examples: Vec<_> = (b * n..(b + 1) * n).map(|i| self.eval_data.example(i)).collect();
-            let inputs = self.upload_batch(program, &Batch::from_examples(&examples)?)?;
+        let batches = self.config.train.eval_batches.max(1);
+        for _ in 0..batches {
+            let batch = data.next_batch(per_micro)?;
+            let shards = batch.shard(self.replicas)?;
+            let inputs: Vec<Vec<Buffer>> = shards
+                .iter()
+                .enumerate()
+                .map(|(d, s)| program.upload(d, &[&s.input_ids, &s.attention_mask, &s.labels]))
+                .collect::<Result<_>>()?;
             let args: Vec<Vec<&Buffer>> =
-                (0..self.replicas).map(|d| inputs[d].iter().chain(self.weights[d][..n_params].iter()).collect()).collect();
+                (0..self.replicas).map(|d| inputs[d].iter().chain(&self.device_state[d][..n_params]).collect()).collect();
             let out = program.execute(&args)?;
             total += download(&out[0][0])?.to_f64_vec()[0];
         }
-        Ok(Some(total / self.config.train.eval_batches.max(1) as f64))
+        Ok(Some(total / batches as f64))
     }
 
-    /// Trains for `train.steps` updates, logging every `log_every`.
-    pub fn run(&mut self, mut on_log: impl FnMut(&StepMetrics)) -> Result<Vec<StepMetrics>> {
-        let mut history = Vec::new();
-        let mut window = Instant::now();
-        let mut window_steps = 0u64;
+    /// Trains until `train.steps`, logging every `log_every` updates and evaluating
+    /// every `eval_every`; `on_log` sees every logged record.
+    pub fn run(&mut self, metrics: &mut MetricsWriter, mut on_log: impl FnMut(&StepMetrics)) -> Result<()> {
+        let mut window = (Instant::now(), 0u64);
         while self.step < self.config.train.steps {
-            let lr = self.config.optimizer.schedule.lr(self.config.optimizer.learning_rate, self.step);
-            let (loss, grad_norm) = self.train_step()?;
-            window_steps += 1;
-            if !loss.is_finite() {
-                return Err(Error::Invalid(format!("loss became {loss} at step {}", self.step)));
+            let r = self.train_step()?;
+            window.1 += 1;
+            if !r.loss.is_finite() {
+                return Err(Error::Invalid(format!("the loss became {} at step {}", r.loss, self.step)));
             }
             let t = &self.config.train;
-            let eval_due = t.eval_every > 0 && self.step % t.eval_every == 0;
+            let eval_due = t.eval_every > 0 && (self.step % t.eval_every == 0 || self.step == t.steps);
             if self.step % t.log_every == 0 || eval_due || self.step == t.steps {
-                let eval_loss = if eval_due || self.step == t.steps { self.evaluate()? } else { None };
-                let secs = window.elapsed().as_secs_f64().max(1e-9);
+                let eval_loss = if eval_due { self.evaluate()? } else { None };
+                let secs = window.0.elapsed().as_secs_f64().max(1e-9);
                 let m = StepMetrics {
                     step: self.step,
-                    loss,
-                    lr,
-                    grad_norm,
-                    samples_per_sec: (window_steps * t.batch_size as u64) as f64 / secs,
+                    loss: r.loss,
+                    lr: r.lr,
+                    grad_norm: r.grad_norm,
+                    samples_per_sec: (window.1 * self.config.train.batch_size as u64) as f64 / secs,
                     eval_loss,
                 };
-                self.metrics.append(&m)?;
+                metrics.append(&m)?;
                 on_log(&m);
-                history.push(m);
-                window = Instant::now();
-                window_steps = 0;
+                window = (Instant::now(), 0);
             }
         }
-        Ok(history)
-    }
-
-    /// Parameters by name, from the first device.
-    pub fn parameters(&self) -> Result<Vec<(String, HostTensor)>> {
-        self.layout
-            .params
-            .iter()
-            .zip(&self.weights[0])
-            .map(|(p, b)| Ok((p.name.clone(), download(b)?)))
-            .collect()
+        Ok(())
     }
 }

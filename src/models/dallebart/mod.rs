@@ -2,6 +2,8 @@
 
 mod config;
 mod model;
+mod params;
 
 pub use config::DalleBartConfig;
 pub use model::DalleBart;
+pub use params::{parameter_groups, parameter_specs};

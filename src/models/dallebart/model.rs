@@ -95,9 +95,9 @@ impl DalleBart {
             let x = layer_norm(&l.pp("LayerNorm_1"), &x, c.d_model, true, true, EPS)?;
             h = h.add(&x)?;
             h = h.add(&glu(&l.pp("GLU_0"), &h, c.d_model, c.encoder_ffn_dim, c.init_std, p)?)?;
-            if c.use_final_ln_encoder && i + 1 == c.encoder_layers {
-                h = layer_norm(&l.pp("LayerNorm_2"), &h, c.d_model, false, true, EPS)?;
-            }
+        }
+        if c.use_final_ln_encoder {
+            h = layer_norm(&vb.pp("final_ln"), &h, c.d_model, false, true, EPS)?;
         }
         Ok(h)
     }
@@ -121,9 +121,9 @@ impl DalleBart {
             let x = layer_norm(&l.pp("LayerNorm_3"), &x, c.d_model, true, true, EPS)?;
             h = h.add(&x)?;
             h = h.add(&glu(&l.pp("GLU_0"), &h, c.d_model, c.decoder_ffn_dim, c.init_std, p)?)?;
-            if c.use_final_ln_decoder && i + 1 == c.decoder_layers {
-                h = layer_norm(&l.pp("LayerNorm_4"), &h, c.d_model, false, true, EPS)?;
-            }
+        }
+        if c.use_final_ln_decoder {
+            h = layer_norm(&dec.pp("final_ln"), &h, c.d_model, false, true, EPS)?;
         }
         linear(&vb.pp("lm_head"), &h, c.d_model, c.image_vocab_size + 1, c.init_std, p)
     }
