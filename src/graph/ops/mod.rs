@@ -9,3 +9,4 @@ pub mod param;
 pub mod reduce;
 pub mod collective;
 pub mod indexing;
+pub mod control;
