@@ -7,3 +7,6 @@ pub mod layout;
 pub mod misc;
 pub mod param;
 pub mod reduce;
+pub mod collective;
+pub mod indexing;
+pub mod control;

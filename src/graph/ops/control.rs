@@ -1,0 +1,285 @@
+//! Loops: `while_loop` over sub-graph functions, and `fori_loop` with a static
+//! trip count, which can be differentiated.
+//!
+//! Loop bodies are [`Function`]s: separate graphs that see only their
+//! arguments. Values from outside a loop enter it as carries (returned
+//! unchanged by the body), which is also how their gradients come back out.
+
+use crate::graph::emit::{needed_nodes, LowerCx};
+use crate::graph::error::{op_bail, GraphError, Result};
+use crate::graph::function::Function;
+use crate::graph::ops::param::Parameter;
+use crate::graph::primitive::{generic_with_regions, Primitive};
+use crate::graph::tensor::{Graph, Tensor, ValueId};
+use crate::graph::types::TensorType;
+use crate::graph::vjp;
+use crate::DType;
+use std::any::Any;
+use std::collections::HashMap;
+
+impl Function {
+    /// Replays this function's nodes into the graph of `args`, with its
+    /// parameters bound to `args`; returns its outputs there.
+    pub fn call(&self, into: &Graph, args: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let name = self.graph.name();
+        if self.graph.same(into) {
+            return Err(GraphError::Invalid(format!("function '{name}' cannot be called inside its own graph")));
+        }
+        let want = self.arg_types();
+        let got: Vec<TensorType> = args.iter().map(|a| a.ty().clone()).collect();
+        if want != got {
+            return Err(GraphError::Invalid(format!("function '{name}' takes {want:?}, got {got:?}")));
+        }
+        let data = self.graph.data.borrow();
+        let needed = needed_nodes(&data.nodes, self.outputs.iter().map(|t| t.id));
+        let mut values: HashMap<ValueId, Tensor> = HashMap::new();
+        for (n, node) in data.nodes.iter().enumerate() {
+            if !needed[n] {
+                continue;
+            }
+            if let Some(p) = node.prim.as_any().downcast_ref::<Parameter>() {
+                values.insert(ValueId { node: n, index: 0 }, args[p.index].clone());
+                continue;
+            }
+            let inputs: Vec<&Tensor> = node.inputs.iter().map(|v| &values[v]).collect();
+            let outs = into.apply_rc(node.prim.clone(), &inputs)?;
+            for (index, t) in outs.into_iter().enumerate() {
+                values.insert(ValueId { node: n, index }, t);
+            }
+        }
+        Ok(self.outputs.iter().map(|o| values[&o.id].clone()).collect())
+    }
+}
+
+/// `stablehlo.while`: repeats `body` on the carries while `cond` holds.
+#[derive(Debug)]
+pub struct WhileLoop {
+    /// Carries -> bool scalar.
+    pub cond: Function,
+    /// Carries -> carries of the same types.
+    pub body: Function,
+}
+
+fn check_loop_functions(op: &str, cond: &Function, body: &Function, carries: &[TensorType]) -> Result<()> {
+    if cond.arg_types() != carries || body.arg_types() != carries {
+        op_bail!(
+            op,
+            "carries {carries:?} must match the arguments of the condition {:?} and of the body {:?}",
+            cond.arg_types(),
+            body.arg_types()
+        );
+    }
+    if cond.output_types() != [TensorType::scalar(DType::Bool)] {
+        op_bail!(op, "the condition must return one bool scalar, got {:?}", cond.output_types());
+    }
+    if body.output_types() != carries {
+        op_bail!(op, "the body must return the carry types {carries:?}, got {:?}", body.output_types());
+    }
+    Ok(())
+}
+
+fn lower_while(cx: &mut LowerCx, cond: &Function, body: &Function, args: &[String], ins: &[TensorType], outs: &[TensorType]) -> Result<String> {
+    let regions = [cx.region(cond)?, cx.region(body)?];
+    Ok(generic_with_regions("stablehlo.while", args, ins, outs, "", &regions))
+}
+
+impl Primitive for WhileLoop {
+    fn name(&self) -> String {
+        "while_loop".into()
+    }
+    fn infer(&self, inputs: &[TensorType]) -> Result<Vec<TensorType>> {
+        check_loop_functions("while_loop", &self.cond, &self.body, inputs)?;
+        Ok(inputs.to_vec())
+    }
+    fn lower(&self, cx: &mut LowerCx, args: &[String], ins: &[TensorType], outs: &[TensorType]) -> Result<String> {
+        lower_while(cx, &self.cond, &self.body, args, ins, outs)
+    }
+    fn vjp(&self, _: &[Tensor], _: &[Tensor], _: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> {
+        op_bail!("while_loop", "differentiating through while_loop is not supported; use fori_loop with a static trip count")
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Runs `body` on the carries `init` while `cond` returns true; returns the
+/// final carries. Both functions take the carries as arguments (see
+/// [`Function::build`]); the body returns new carries of the same types.
+///
+/// The trip count is only known at run time, so the loop cannot be
+/// differentiated: asking for its gradient fails with an error naming
+/// `while_loop`. Use [`fori_loop`] for loops with a static trip count.
+pub fn while_loop(cond: &Function, body: &Function, init: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let Some(first) = init.first() else { op_bail!("while_loop", "needs at least one carry") };
+    first.graph().apply(WhileLoop { cond: cond.clone(), body: body.clone() }, init)
+}
+
+/// A loop over `i` in `lower..upper` (`i` an i32 scalar). Inputs and outputs:
+/// the counter, then the carries; `body` maps `(i, carries)` to new carries.
+#[derive(Debug)]
+pub struct ForiLoop {
+    pub lower: i64,
+    pub upper: i64,
+    pub body: Function,
+    cond: Function,
+    step: Function,
+}
+
+impl ForiLoop {
+    fn new(lower: i64, upper: i64, body: Function) -> Result<ForiLoop> {
+        let mut types = vec![TensorType::scalar(DType::I32)];
+        types.extend(body.output_types());
+        let cond = Function::build("fori_cond", &types, |a| Ok(vec![a[0].lt(&a[0].scalar_like(upper as f64))?]))?;
+        let step = Function::build("fori_step", &types, |a| {
+            let args: Vec<&Tensor> = a.iter().collect();
+            let mut out = vec![a[0].add_scalar(1.0)?];
+            out.extend(body.call(a[0].graph(), &args)?);
+            Ok(out)
+        })?;
+        Ok(ForiLoop { lower, upper, body, cond, step })
+    }
+
+    fn trip_count(&self) -> i64 {
+        self.upper - self.lower
+    }
+}
+
+impl Primitive for ForiLoop {
+    fn name(&self) -> String {
+        "fori_loop".into()
+    }
+    fn infer(&self, inputs: &[TensorType]) -> Result<Vec<TensorType>> {
+        check_loop_functions("fori_loop", &self.cond, &self.step, inputs)?;
+        Ok(inputs.to_vec())
+    }
+    fn lower(&self, cx: &mut LowerCx, args: &[String], ins: &[TensorType], outs: &[TensorType]) -> Result<String> {
+        lower_while(cx, &self.cond, &self.step, args, ins, outs)
+    }
+    fn vjp(&self, ins: &[Tensor], _: &[Tensor], cts: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> {
+        let carries = &ins[1..];
+        let float: Vec<usize> = (0..carries.len()).filter(|&k| carries[k].dtype().is_float()).collect();
+        let mut result = vec![None; ins.len()];
+        if float.iter().all(|&k| cts[k + 1].is_none()) {
+            return Ok(result);
+        }
+        let g = ins[0].graph();
+        let n = self.trip_count();
+        let (lower, upper) = (self.lower, self.upper);
+
+        // Forward again, stacking the carries each iteration starts from: [n, ...] per carry.
+        let stacks: Vec<Tensor> = carries
+            .iter()
+            .map(|c| {
+                let mut shape = vec![n];
+                shape.extend_from_slice(c.shape());
+                g.zeros(c.dtype(), &shape)
+            })
+            .collect();
+        let mut init: Vec<&Tensor> = carries.iter().collect();
+        init.extend(stacks.iter());
+        let body = &self.body;
+        let recorded = fori_loop(lower, upper, &init, |i, state| {
+            let (cs, ss) = state.split_at(carries.len());
+            let at = i.add_scalar(-(lower as f64))?;
+            let mut call_args: Vec<&Tensor> = vec![i];
+            call_args.extend(cs.iter());
+            let mut next = body.call(i.graph(), &call_args)?;
+            for (c, s) in cs.iter().zip(ss) {
+                next.push(write_row(s, c, &at)?);
+            }
+            Ok(next)
+        })?;
+        let stacks = &recorded[carries.len()..];
+
+        // Backward: walk the iterations in reverse, pulling the cotangent of the
+        // float carries through the body at each stored starting point.
+        let cts0: Vec<Tensor> = float
+            .iter()
+            .map(|&k| match &cts[k + 1] {
+                Some(ct) => Ok(ct.clone()),
+                None => carries[k].zeros_like(),
+            })
+            .collect::<Result<_>>()?;
+        let mut init: Vec<&Tensor> = cts0.iter().collect();
+        init.extend(stacks.iter());
+        let back = fori_loop(0, n, &init, |j, state| {
+            let (ct, ss) = state.split_at(float.len());
+            let i = j.neg()?.add_scalar((upper - 1) as f64)?;
+            let at = i.add_scalar(-(lower as f64))?;
+            let cs: Vec<Tensor> = ss.iter().map(|s| read_row(s, &at)).collect::<Result<_>>()?;
+            let mut call_args: Vec<&Tensor> = vec![&i];
+            call_args.extend(cs.iter());
+            let outs = body.call(j.graph(), &call_args)?;
+            let float_outs: Vec<&Tensor> = float.iter().map(|&k| &outs[k]).collect();
+            let wrt: Vec<&Tensor> = float.iter().map(|&k| &cs[k]).collect();
+            let mut next = vjp(&float_outs, &ct.iter().collect::<Vec<_>>(), &wrt)?;
+            next.extend(ss.iter().cloned());
+            Ok(next)
+        })?;
+        for (slot, &k) in float.iter().enumerate() {
+            result[k + 1] = Some(back[slot].clone());
+        }
+        Ok(result)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// `stack` with row `at` of its first axis replaced by `value`.
+fn write_row(stack: &Tensor, value: &Tensor, at: &Tensor) -> Result<Tensor> {
+    let zero = at.zeros_like()?;
+    let mut starts = vec![at];
+    starts.extend(std::iter::repeat(&zero).take(value.rank()));
+    stack.dynamic_update_slice(&value.unsqueeze(0)?, &starts)
+}
+
+/// Row `at` of the first axis of `stack`.
+fn read_row(stack: &Tensor, at: &Tensor) -> Result<Tensor> {
+    let zero = at.zeros_like()?;
+    let mut starts = vec![at];
+    starts.extend(std::iter::repeat(&zero).take(stack.rank() - 1));
+    let mut sizes = stack.shape().to_vec();
+    sizes[0] = 1;
+    stack.dynamic_slice(&starts, &sizes)?.squeeze(0)
+}
+
+/// Runs `body(i, carries) -> carries` for `i` in `lower..upper` (an i32 scalar),
+/// starting from `init`; returns the final carries. With `upper <= lower` the
+/// body never runs and `init` comes back.
+///
+/// The body is traced once into its own graph, so it sees only `i` and the
+/// carries: pass outer values in as carries returned unchanged.
+///
+/// Differentiable: the VJP runs the loop forward once more, storing the carries
+/// each iteration starts from (memory: trip count × carry size), then runs a
+/// reverse loop applying the body's VJP. That VJP is built from loops too, so
+/// higher-order gradients work.
+pub fn fori_loop(
+    lower: i64,
+    upper: i64,
+    init: &[&Tensor],
+    body: impl FnOnce(&Tensor, &[Tensor]) -> Result<Vec<Tensor>>,
+) -> Result<Vec<Tensor>> {
+    let Some(first) = init.first() else { op_bail!("fori_loop", "needs at least one carry") };
+    let in_range = |v: i64| i32::try_from(v).is_ok();
+    if !in_range(lower) || !in_range(upper) {
+        op_bail!("fori_loop", "bounds {lower}..{upper} must fit in i32");
+    }
+    let mut types = vec![TensorType::scalar(DType::I32)];
+    types.extend(init.iter().map(|t| t.ty().clone()));
+    let body = Function::build("fori_body", &types, |a| body(&a[0], &a[1..]))?;
+    if body.output_types() != types[1..] {
+        op_bail!("fori_loop", "the body must return the carry types {:?}, got {:?}", &types[1..], body.output_types());
+    }
+    if upper <= lower {
+        return Ok(init.iter().map(|t| (*t).clone()).collect());
+    }
+    let g = first.graph();
+    let counter = g.scalar(lower as f64, DType::I32);
+    let mut inputs = vec![&counter];
+    inputs.extend(init.iter().copied());
+    let mut out = g.apply(ForiLoop::new(lower, upper, body)?, &inputs)?;
+    out.remove(0);
+    Ok(out)
+}
