@@ -16,6 +16,7 @@ mod function;
 pub mod ops;
 pub mod primitive;
 mod tensor;
+mod tensor_conv;
 mod tensor_ops;
 mod types;
 
@@ -25,5 +26,7 @@ pub use error::{GraphError, Result};
 pub use function::Function;
 pub use primitive::Primitive;
 pub use tensor::{Graph, Tensor, ValueId};
+pub use ops::conv::{ConvDims, Convolution};
+pub use tensor_conv::same_padding;
 pub use tensor_ops::broadcast_shapes;
 pub use types::TensorType;

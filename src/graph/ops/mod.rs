@@ -7,3 +7,5 @@ pub mod layout;
 pub mod misc;
 pub mod param;
 pub mod reduce;
+pub mod conv;
+pub mod pool;
