@@ -15,6 +15,7 @@ mod error;
 mod function;
 pub mod ops;
 pub mod primitive;
+pub mod random;
 mod tensor;
 mod tensor_conv;
 mod tensor_ops;
