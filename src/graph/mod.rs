@@ -28,6 +28,7 @@ pub use function::Function;
 pub use primitive::Primitive;
 pub use tensor::{Graph, Tensor, ValueId};
 pub use ops::conv::{ConvDims, Convolution};
+pub use ops::remat::{optimization_barrier, remat};
 pub use tensor_conv::same_padding;
 pub use tensor_ops::broadcast_shapes;
 pub use types::TensorType;

@@ -9,3 +9,4 @@ pub mod param;
 pub mod reduce;
 pub mod conv;
 pub mod pool;
+pub mod remat;
