@@ -100,12 +100,11 @@ impl Convolution {
         if lhs.dtype == DType::Bool {
             op_bail!(name, "needs numeric operands, got input {lhs} and kernel {rhs}");
         }
-        if n == 0 || lhs.rank() != n + 2 || rhs.rank() != n + 2 {
-            op_bail!(
-                name,
-                "input {lhs} and kernel {rhs} must both have rank {} (batch, feature and {n} spatial dimensions)",
-                (n + 2).max(3)
-            );
+        if n == 0 {
+            op_bail!(name, "the input dimension roles {:?} name no spatial dimension (input {lhs}, kernel {rhs})", self.dims.lhs);
+        }
+        if lhs.rank() != n + 2 || rhs.rank() != n + 2 {
+            op_bail!(name, "input {lhs} and kernel {rhs} must both have rank {} (batch, feature and {n} spatial dimensions)", n + 2);
         }
         for (spec, what) in [(&self.dims.lhs, "input"), (&self.dims.rhs, "kernel"), (&self.dims.out, "output")] {
             if !is_permutation(spec, n + 2) {
