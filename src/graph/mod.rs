@@ -15,7 +15,9 @@ mod error;
 mod function;
 pub mod ops;
 pub mod primitive;
+pub mod random;
 mod tensor;
+mod tensor_conv;
 mod tensor_ops;
 mod types;
 
@@ -30,5 +32,8 @@ pub use ops::control::{fori_loop, while_loop};
 pub use ops::indexing::{GatherDims, ScatterDims};
 pub use primitive::Primitive;
 pub use tensor::{Graph, Tensor, ValueId};
+pub use ops::conv::{ConvDims, Convolution};
+pub use ops::remat::{optimization_barrier, remat};
+pub use tensor_conv::same_padding;
 pub use tensor_ops::broadcast_shapes;
 pub use types::TensorType;
