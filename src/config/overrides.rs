@@ -6,6 +6,7 @@
 //! config, where a wrong type is an error naming its key path.
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_yaml::{Mapping, Value};
 use std::path::Path;
 
@@ -102,17 +103,23 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ConfigError> {
 }
 
 /// Reads `path`, applies `overrides` and deserialises into `T`.
-pub fn load<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<(T, Value), ConfigError> {
+pub fn load<T: DeserializeOwned + Serialize>(path: &Path, overrides: &[String]) -> Result<(T, Value), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
     load_str(&text, &path.display().to_string(), overrides)
 }
 
-pub fn load_str<T: DeserializeOwned>(text: &str, name: &str, overrides: &[String]) -> Result<(T, Value), ConfigError> {
+/// Like [`load`] on text; `name` is used in messages. The returned tree is the
+/// complete config, defaults included, as the run will store it.
+pub fn load_str<T: DeserializeOwned + Serialize>(text: &str, name: &str, overrides: &[String]) -> Result<(T, Value), ConfigError> {
     let mut value: Value =
         serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: name.to_string(), source })?;
     if value.is_null() {
         value = Value::Mapping(Mapping::new());
     }
+    // Round-trip through the typed config first so that keys left to their
+    // defaults exist in the tree and can be overridden too.
+    let typed: T = from_value(value)?;
+    let mut value = serde_yaml::to_value(&typed).map_err(|e| ConfigError::Invalid { key: ".".into(), message: e.to_string() })?;
     for (k, v) in parse_overrides(overrides)? {
         set_path(&mut value, &k, v)?;
     }
