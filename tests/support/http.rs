@@ -122,7 +122,9 @@ fn serve_connection(stream: TcpStream, handler: &Handler) {
                 let _ = writer.shutdown(Shutdown::Both);
                 return;
             }
-            Reply::Send(response) => {
+            Reply::Send(mut response) => {
+                // Whatever the handler says, a HEAD answer has no body on the wire.
+                response.omit_body |= request.method == "HEAD";
                 if write_response(&mut writer, &response).is_err() {
                     return;
                 }
