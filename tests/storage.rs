@@ -171,3 +171,16 @@ fn bad_options_name_the_key() {
     let err = storage::open("ftp://b/p").unwrap_err().to_string();
     assert!(err.contains("unsupported scheme 'ftp'"), "{err}");
 }
+
+#[test]
+fn fake_dates_and_ranges() {
+    use std::time::{Duration, UNIX_EPOCH};
+    use support::gcs_fake::{http_date, parse_range, rfc3339};
+    let t = UNIX_EPOCH + Duration::from_secs(784_111_777); // 1994-11-06 08:49:37 UTC, a Sunday
+    assert_eq!(http_date(t), "Sun, 06 Nov 1994 08:49:37 GMT");
+    assert_eq!(rfc3339(t), "1994-11-06T08:49:37.000Z");
+    assert_eq!(parse_range("bytes=2-4", 10), Some((2, 4)));
+    assert_eq!(parse_range("bytes=7-", 10), Some((7, 9)));
+    assert_eq!(parse_range("bytes=-3", 10), Some((7, 9)));
+    assert_eq!(parse_range("bytes=10-", 10), None);
+}
