@@ -5,6 +5,7 @@
 //! - [`graph`]: tensors, primitives, the StableHLO emitter and autodiff;
 //! - [`runtime`]: compiling graphs and running them on host data.
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod dtype;
