@@ -16,6 +16,7 @@ pub mod nn;
 pub mod host;
 pub mod optim;
 pub mod pjrt;
+pub mod plot;
 pub mod runtime;
 pub mod storage;
 pub mod train;
