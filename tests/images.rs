@@ -44,7 +44,16 @@ fn png_bytes(image: &RgbImage) -> Vec<u8> {
 }
 
 fn options(resolution: u32, batch_size: usize) -> LoaderOptions {
-    LoaderOptions { resolution, batch_size, shuffle: false, epochs: Some(1), drop_last: false, prefetch: 2, ..Default::default() }
+    LoaderOptions {
+        resolution,
+        batch_size,
+        shuffle: false,
+        epochs: Some(1),
+        drop_last: false,
+        prefetch: 2,
+        workers: 1,
+        ..Default::default()
+    }
 }
 
 /// The image `index` of a batch as `[H, W, 3]` values.
@@ -223,6 +232,14 @@ fn shuffled_order_is_a_function_of_seed_and_epoch() {
         sorted.sort();
         assert_eq!(sorted, (0..10).map(|i| format!("image {i}")).collect::<Vec<_>>());
     }
+
+    // Parallel decoding serves exactly the same sequence.
+    let parallel = |workers| {
+        let opts = LoaderOptions { seed: 5, shuffle: true, epochs: Some(2), workers, ..options(4, 3) };
+        let loader = ImageLoader::start(ImageIndex::open(&dir).unwrap(), opts).unwrap();
+        loader.map(|b| b.unwrap()).map(|b| (b.captions, b.pixels.data)).collect::<Vec<_>>()
+    };
+    assert_eq!(parallel(1), parallel(3));
 
     // The broken image is reported once, not once per epoch.
     let opts = LoaderOptions { epochs: Some(3), ..options(4, 3) };

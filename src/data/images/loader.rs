@@ -10,6 +10,7 @@ use super::decode::load_image;
 use super::index::{ImageIndex, ImageRecord};
 use crate::error::{Error, Result};
 use crate::host::HostTensor;
+use image::RgbImage;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -33,6 +34,9 @@ pub struct LoaderOptions {
     pub drop_last: bool,
     /// Batches decoded ahead of the consumer.
     pub prefetch: usize,
+    /// Threads decoding the images of a batch in parallel (1: the loader
+    /// thread alone). The order served does not depend on it.
+    pub workers: usize,
     /// Make an unreadable image or a missing caption an error instead of a skip.
     pub strict: bool,
 }
@@ -47,6 +51,7 @@ impl Default for LoaderOptions {
             epochs: None,
             drop_last: true,
             prefetch: 4,
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8),
             strict: false,
         }
     }
@@ -218,27 +223,34 @@ impl Worker {
         let mut pixels: Vec<f32> = Vec::new();
         let (mut captions, mut paths) = (Vec::new(), Vec::new());
         let mut served = 0;
-        for i in epoch_order(self.records.len(), seed, epoch, shuffle) {
-            if self.bad.contains(&i) {
-                continue;
-            }
-            let record = &self.records[i];
-            match load_image(&record.path, resolution) {
-                Ok(image) => {
-                    pixels.extend(rgb_to_hwc(&image).to_vec::<f32>()?);
-                    captions.push(record.caption.clone());
-                    paths.push(record.path.clone());
-                    served += 1;
-                }
-                Err(why) => {
-                    let skipped = Skipped { path: record.path.clone(), reason: SkipReason::Unreadable(why) };
-                    if self.options.strict {
-                        return Err(Error::Invalid(skipped.to_string()));
+        let order: Vec<usize> =
+            epoch_order(self.records.len(), seed, epoch, shuffle).into_iter().filter(|i| !self.bad.contains(i)).collect();
+        let mut next = 0;
+        while next < order.len() {
+            // Decode just enough candidates to fill the batch; failures are
+            // replaced by the next ones in the order on the following round.
+            let chunk = &order[next..(next + batch_size - captions.len()).min(order.len())];
+            next += chunk.len();
+            let decoded = decode_all(&self.records, chunk, resolution, self.options.workers);
+            for (&i, result) in chunk.iter().zip(decoded) {
+                let record = &self.records[i];
+                match result {
+                    Ok(image) => {
+                        pixels.extend(rgb_to_hwc(&image).to_vec::<f32>()?);
+                        captions.push(record.caption.clone());
+                        paths.push(record.path.clone());
+                        served += 1;
                     }
-                    tracing::warn!("skipping {skipped}");
-                    self.bad.insert(i);
-                    if let Ok(mut report) = self.report.lock() {
-                        report.skipped.push(skipped);
+                    Err(why) => {
+                        let skipped = Skipped { path: record.path.clone(), reason: SkipReason::Unreadable(why) };
+                        if self.options.strict {
+                            return Err(Error::Invalid(skipped.to_string()));
+                        }
+                        tracing::warn!("skipping {skipped}");
+                        self.bad.insert(i);
+                        if let Ok(mut report) = self.report.lock() {
+                            report.skipped.push(skipped);
+                        }
                     }
                 }
             }
@@ -254,6 +266,28 @@ impl Worker {
         }
         Ok(true)
     }
+}
+
+/// Decodes `records[chunk[..]]`, results in chunk order, over up to
+/// `workers` scoped threads each taking a contiguous share.
+fn decode_all(records: &[ImageRecord], chunk: &[usize], resolution: u32, workers: usize) -> Vec<Result<RgbImage, String>> {
+    let load = |i: &usize| load_image(&records[*i].path, resolution);
+    let workers = workers.clamp(1, chunk.len().max(1));
+    if workers == 1 {
+        return chunk.iter().map(load).collect();
+    }
+    let share = chunk.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunk.chunks(share).map(|part| scope.spawn(move || part.iter().map(load).collect::<Vec<_>>())).collect();
+        handles
+            .into_iter()
+            .zip(chunk.chunks(share))
+            .flat_map(|(handle, part)| {
+                // A decoder panic (a bug in a codec) costs only its images.
+                handle.join().unwrap_or_else(|_| part.iter().map(|_| Err("the decoder panicked".to_string())).collect())
+            })
+            .collect()
+    })
 }
 
 /// Sends the batch gathered so far, leaving the buffers empty; `Ok(false)`
