@@ -2,10 +2,11 @@
 //! pixels of each object colour into connected components, measures each
 //! component (shape, size, grid cell) and matches them to the caption.
 //!
-//! Everything is measured relative to the image side, so one rule set works
-//! at 64 and 256 px, and pixels are classified with a tolerance so that JPEG
-//! noise and the blended edges of resized or anti-aliased images are ignored
-//! rather than mistaken for other colours.
+//! Everything is measured relative to the image size, so one rule set works
+//! at 64 and 256 px. A pixel is classified by how far it lies along the line
+//! from the background to each object colour: the blended edges of resized
+//! or anti-aliased images count for the colour they mostly are, and JPEG
+//! noise off those lines is tolerated up to a bound.
 
 use super::caption::{parse_caption, ShapeSpec};
 use super::geometry::convex_hull;
@@ -26,8 +27,8 @@ const MIN_AREA_FRACTION: f64 = 0.0025;
 const RIM_TOUCH_FRACTION: f64 = 0.3;
 
 /// Shape rules, from the generator's shapes at 64 and 256 px, as PNG, as
-/// JPEG (quality 75) and resized; the ranges measured over 300 scenes each
-/// are in brackets. A star is the only shape far from convex (solidity
+/// JPEG (quality 75) and resized; the ranges in parentheses were measured
+/// over 300 scenes of each. A star is the only shape far from convex (solidity
 /// 0.55-0.75, one small JPEG star 0.84; the others 0.83-1). Of the convex
 /// ones a triangle holds far fewer pixels in its top quarter than in its
 /// bottom one (ratio 0.13-0.52; circles 0.63 and up, squares 0.72 and up),
@@ -46,7 +47,7 @@ pub struct Detected {
     pub position: Position,
     /// Pixels in the component.
     pub area: usize,
-    /// Centroid (x, y) as fractions of the image side.
+    /// Centroid (x, y) as fractions of the image width and height.
     pub centroid: (f64, f64),
     /// Width and height of the bounding box, in pixels.
     pub bbox: (u32, u32),
@@ -239,7 +240,7 @@ pub fn detect(image: &RgbImage) -> Detection {
     let labels: Vec<Option<Color>> = image.pixels().map(|p| classify_pixel(p.0, background.rgb())).collect();
     let (components, component_of) = connected_components(&labels, w, h);
 
-    let side = w.max(h) as f64;
+    let size = (w as f64, h as f64);
     let min_area = (MIN_AREA_FRACTION * (w as f64) * (h as f64)).max(1.0) as usize;
     let rims = rim_components(&components, &component_of, w, h);
     let mut objects = Vec::new();
@@ -249,7 +250,7 @@ pub fn detect(image: &RgbImage) -> Detection {
             ignored += 1;
             continue;
         }
-        objects.push(measure(component, side));
+        objects.push(measure(component, size));
     }
     objects.sort_by(|a, b| (a.position.cell().1, a.position.cell().0).cmp(&(b.position.cell().1, b.position.cell().0)));
     Detection { background, objects, ignored_components: ignored }
@@ -313,7 +314,8 @@ fn rim_components(components: &[Component], component_of: &[Option<usize>], w: u
         .collect()
 }
 
-fn measure(component: &Component, side: f64) -> Detected {
+/// Measures a component of an image of `size` (width, height) pixels.
+fn measure(component: &Component, size: (f64, f64)) -> Detected {
     let area = component.pixels.len();
     let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
     let (mut sx, mut sy) = (0.0, 0.0);
@@ -340,10 +342,10 @@ fn measure(component: &Component, side: f64) -> Detected {
     } else {
         Kind::Circle
     };
-    let centroid = (sx / area as f64 / side, sy / area as f64 / side);
+    let centroid = (sx / area as f64 / size.0, sy / area as f64 / size.1);
     // The side of the shape's box from its area: unlike the box measured on
     // the mask, it hardly changes when JPEG eats a star's thin points.
-    let extent = (area as f64 / kind.box_fraction()).sqrt() / side;
+    let extent = (area as f64 / kind.box_fraction() / (size.0 * size.1)).sqrt();
     Detected {
         kind,
         color: component.color,
