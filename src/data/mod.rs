@@ -23,7 +23,7 @@ pub use config::{DataConfig, DataFormat, DataKind, TOKENIZER_HINT};
 pub use files::{resolve, write_dataset, DataFile};
 pub use loader::{Dataset, Loader, LoaderSpec};
 pub use normalize::normalize_caption;
-pub use record::{BadRowKind, DataCounts, Record};
+pub use record::{BadRow, BadRowKind, DataCounts, ParsedRow, RawRow, Record, RowSpec};
 pub use stream::DataPosition;
 pub use synthetic::Synthetic;
 pub use text::{train_tokenizer, EncodedText, TextEncoder, TrainedInfo};
