@@ -58,7 +58,7 @@ fn parquet_rows_decode_to_what_was_written() {
     let dir = scratch("parquet-decode");
     let path = path_str(&dir.join("a.parquet"));
     write_dataset(&path, DataFormat::Auto, &records(5..12)).expect("write");
-    let files = resolve(&[path.clone()], DataFormat::Auto, "data.train_files").expect("resolve");
+    let files = resolve(std::slice::from_ref(&path), DataFormat::Auto, "data.train_files").expect("resolve");
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].count_rows().expect("count"), 7);
     let rows = files[0].load().expect("load");
@@ -100,8 +100,8 @@ fn local_directory_and_pattern_resolution() {
         resolve(specs, format, "data.train_files").expect("resolve").iter().map(|f| f.name.rsplit('/').next().unwrap_or("").to_string()).collect()
     };
     let d = path_str(&dir);
-    assert_eq!(names(&[d.clone()], DataFormat::Auto), ["a.parquet", "b.jsonl", "c.parquet"]);
-    assert_eq!(names(&[d.clone()], DataFormat::Parquet), ["a.parquet", "c.parquet"]);
+    assert_eq!(names(std::slice::from_ref(&d), DataFormat::Auto), ["a.parquet", "b.jsonl", "c.parquet"]);
+    assert_eq!(names(std::slice::from_ref(&d), DataFormat::Parquet), ["a.parquet", "c.parquet"]);
     assert_eq!(names(&[format!("{d}/*.parquet")], DataFormat::Auto), ["a.parquet"]);
     // Named twice, kept once.
     assert_eq!(names(&[format!("{d}/a.parquet"), format!("{d}/a.parquet")], DataFormat::Auto), ["a.parquet"]);

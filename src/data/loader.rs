@@ -1,7 +1,7 @@
 //! What the trainer calls: open a dataset once from the `data:` config, then
 //! take batches from a training loader (resumable) and evaluation loaders.
 
-use super::config::{DataConfig, DataKind};
+use super::config::{DataConfig, DataKind, TOKENIZER_HINT};
 use super::files::{resolve, DataFile};
 use super::record::{DataCounts, RowSpec};
 use super::stream::{DataPosition, ExampleStream, Split, StreamParams};
@@ -67,7 +67,7 @@ impl Dataset {
                     false => Some(Arc::new(resolve(&config.eval_files, config.format, "data.eval_files")?)),
                 };
                 let tokenizer = config.tokenizer.as_deref().unwrap_or_default();
-                let text = TextEncoder::load(tokenizer, spec.text_length).map_err(|e| Error::Invalid(format!("data.tokenizer: {e}")))?;
+                let text = TextEncoder::load(tokenizer, spec.text_length).map_err(|e| Error::Invalid(format!("data.tokenizer: {e} ({TOKENIZER_HINT})")))?;
                 if text.vocab_size() as i64 > spec.text_vocab {
                     return Err(Error::Invalid(format!(
                         "data.tokenizer '{tokenizer}' has {} tokens but the model's text vocabulary has {}; use a matching tokenizer or model",

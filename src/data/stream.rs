@@ -184,7 +184,8 @@ impl ExampleStream {
         }
         let mut loaded: HashMap<RowRef, Slot> = HashMap::new();
         for (file, rows) in wanted {
-            // A file that fails now failed when it was first read too (its rows were dropped then as well).
+            // A file that cannot be read now has its buffered rows dropped, as the live stream does
+            // for a file that fails to decode; it was counted when the stream first reached it.
             let Ok(all) = files[file].load() else { continue };
             let rows: HashSet<usize> = rows.into_iter().collect();
             for (row, parsed) in all.into_iter().enumerate().filter(|(row, _)| rows.contains(row)) {
