@@ -13,6 +13,7 @@ pub mod graph;
 pub mod host;
 pub mod optim;
 pub mod pjrt;
+pub mod plot;
 pub mod runtime;
 pub mod storage;
 
