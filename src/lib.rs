@@ -16,6 +16,7 @@ pub mod pjrt;
 pub mod plot;
 pub mod runtime;
 pub mod storage;
+pub mod sweep;
 
 pub use dtype::DType;
 pub use error::{Error, Result};
