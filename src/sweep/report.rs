@@ -50,10 +50,10 @@ fn full_value(v: &Value) -> String {
     }
 }
 
-/// A value for humans: small and large floats in `3.142e-4` form.
-fn short_value(v: &Value) -> String {
+/// A value for humans; `sci` (log-scale keys) writes floats as `3.142e-4` so a column reads evenly.
+fn short_value(v: &Value, sci: bool) -> String {
     match v.as_f64() {
-        Some(f) if v.is_f64() && f != 0.0 && (f.abs() < 1e-2 || f.abs() >= 1e5) => format_sci(f, 4),
+        Some(f) if v.is_f64() && f != 0.0 && (sci || f.abs() < 1e-3 || f.abs() >= 1e5) => format_sci(f, 4),
         _ => full_value(v),
     }
 }
@@ -100,10 +100,12 @@ pub fn markdown_table(sweep: &SweepConfig, trials: &[TrialRecord]) -> String {
         None => out += "Best: none (no trial completed its budget).\n\n",
     }
     let keys: Vec<&str> = sweep.space.iter().map(|(k, _)| k.as_str()).collect();
+    let log_keys: Vec<bool> = sweep.space.iter().map(|(_, s)| s.is_log()).collect();
     out += &format!("| trial | {} | status | final eval loss | best eval loss | steps | wall time (s) | note |\n", keys.join(" | "));
     out += &format!("|---|{}---|---:|---:|---:|---:|---|\n", "---|".repeat(keys.len()));
     for t in trials {
-        let values: Vec<String> = keys.iter().map(|k| lookup(t, k).map(short_value).unwrap_or_default()).collect();
+        let values: Vec<String> =
+            keys.iter().zip(&log_keys).map(|(k, &sci)| lookup(t, k).map(|v| short_value(v, sci)).unwrap_or_default()).collect();
         out += &format!(
             "| {} | {} | {} | {} | {} | {} | {:.1} | {} |\n",
             t.id,
@@ -156,13 +158,30 @@ fn legend(t: &TrialRecord) -> String {
             format!("{}={value}", short_key(k))
         })
         .collect();
-    format!("{} {}", t.id, parts.join(" "))
+    let status = match t.status {
+        TrialStatus::Diverged | TrialStatus::Failed => format!(" ({})", t.status.as_str()),
+        _ => String::new(),
+    };
+    format!("{} {}{status}", t.id, parts.join(" "))
 }
 
-/// Every trial's eval-loss curve.
+/// Every trial's eval-loss curve. When some trials diverged, the y axis is fitted to
+/// the healthy curves (and the diverged ones' first evaluations), so one explosion
+/// does not flatten everything else; the diverged curves leave through the top.
 pub fn curves_plot(trials: &[TrialRecord]) -> Plot {
     let mut plot = Plot::new("eval loss by trial").x_label("step").y_label("eval loss");
-    for t in trials.iter().filter(|t| !t.history.is_empty()) {
+    let with_history: Vec<&TrialRecord> = trials.iter().filter(|t| !t.history.is_empty()).collect();
+    let calm = with_history.iter().flat_map(|t| match t.status {
+        TrialStatus::Diverged => t.history[..1].to_vec(),
+        _ => t.history.clone(),
+    });
+    let (lo, hi) = calm.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, l)| (lo.min(l), hi.max(l)));
+    let peak = with_history.iter().flat_map(|t| t.history.iter().map(|h| h.1)).fold(f64::NEG_INFINITY, f64::max);
+    if lo.is_finite() && hi > lo && peak > hi {
+        let span = hi - lo;
+        plot = plot.y_range(lo - 0.04 * span, hi + 0.25 * span);
+    }
+    for t in with_history {
         let pts: Vec<(f64, f64)> = t.history.iter().map(|&(s, l)| (s as f64, l)).collect();
         plot = plot.line(legend(t), &pts);
     }
