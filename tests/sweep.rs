@@ -139,7 +139,7 @@ impl FakeTrainer {
         let mut step = start;
         while step < budget {
             step += 1;
-            if step % every == 0 {
+            if step.is_multiple_of(every) {
                 let loss = reported_loss(lr, warmup, step, step / every);
                 let decision = report(step, loss);
                 if let Some(limit) = self.crash_after_reports {
@@ -490,4 +490,50 @@ fn a_changed_sweep_file_is_refused_in_an_existing_directory() {
     run_sweep(&sweep(RANDOM_LR), &dir, &mut again).unwrap();
     assert!(again.calls.lock().unwrap().is_empty());
     assert_eq!(outputs(&dir), before);
+}
+
+/// Accepts only learning rates up to 1e-2, like a trainer that validates its config.
+struct PickyTrainer(FakeTrainer);
+
+impl TrialRunner for PickyTrainer {
+    fn run(&mut self, trial: &TrialSpec, run_dir: &Location, budget: u64, report: &mut dyn FnMut(u64, f64) -> Decision) -> Result<TrialOutcome> {
+        self.0.run(trial, run_dir, budget, report)
+    }
+
+    fn check_config(&self, config: &Value) -> Result<()> {
+        let lr = get(config, "optimizer.learning_rate").as_f64().unwrap_or(f64::NAN);
+        if lr > 1e-2 {
+            return Err(dalle_xla::Error::Invalid(format!("optimizer.learning_rate {lr} is above 0.01")));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn configs_the_runner_rejects_stop_the_sweep_before_any_trial_runs() {
+    let dir = fresh_dir("picky");
+    let mut runner = PickyTrainer(FakeTrainer::default());
+    let err = run_sweep(&sweep(RANDOM_LR), &dir, &mut runner).unwrap_err().to_string();
+    assert!(err.contains("trial t") && err.contains("optimizer.learning_rate=") && err.contains("above 0.01"), "{err}");
+    assert!(runner.0.calls.lock().unwrap().is_empty(), "nothing ran");
+    assert!(read(&dir, "sweep_state.json").is_none(), "no state for a sweep that never started");
+}
+
+#[test]
+fn killed_parallel_sweep_resumes_to_the_same_table() {
+    let yaml = format!("{ASHA_LR}parallelism: {{ trials_in_parallel: 3, devices_per_trial: 1 }}\n");
+    let sweep = sweep(&yaml);
+    let clean = fresh_dir("par-clean");
+    run_sweep(&sweep, &clean, &mut FakeTrainer::default()).unwrap();
+    for crash_after in [5, 22] {
+        let dir = fresh_dir("par-killed");
+        let doomed = FakeTrainer { crash_after_reports: Some(crash_after), ..Default::default() };
+        let factory = |_slot: usize| -> Result<Box<dyn TrialRunner + Send>> { Ok(Box::new(doomed.clone())) };
+        let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_sweep_parallel(&sweep, &dir, &factory)));
+        assert!(crashed.is_err(), "killed after {crash_after} reports");
+        let fresh = FakeTrainer::default();
+        let factory = |_slot: usize| -> Result<Box<dyn TrialRunner + Send>> { Ok(Box::new(fresh.clone())) };
+        run_sweep_parallel(&sweep, &dir, &factory).unwrap();
+        assert_eq!(outputs(&dir), outputs(&clean), "crash after {crash_after} reports");
+    }
 }

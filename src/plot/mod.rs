@@ -399,7 +399,7 @@ fn clip_segment(a: (f64, f64), b: (f64, f64), (l, t, r, bottom): (f64, f64, f64,
             }
         }
     }
-    (t0 <= t1).then(|| ((a.0 + t0 * dx, a.1 + t0 * dy), (a.0 + t1 * dx, a.1 + t1 * dy)))
+    (t0 <= t1).then_some(((a.0 + t0 * dx, a.1 + t0 * dy), (a.0 + t1 * dx, a.1 + t1 * dy)))
 }
 
 fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {

@@ -223,7 +223,7 @@ impl SweepConfig {
         if objective.steps == 0 {
             return Err(invalid(name, "objective.steps: must be at least 1"));
         }
-        if !(objective.divergence_factor > 1.0) {
+        if objective.divergence_factor.is_nan() || objective.divergence_factor <= 1.0 {
             return Err(invalid(
                 name,
                 format!("objective.divergence_factor: must be above 1 (got {})", objective.divergence_factor),

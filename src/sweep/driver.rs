@@ -234,6 +234,8 @@ fn run_job(shared: &Shared<'_>, runner: &mut dyn TrialRunner, index: usize, budg
             } else {
                 t.budget_done = budget;
                 t.status = if budget >= last_rung { TrialStatus::Completed } else { TrialStatus::Paused };
+                // Ranked as it stands, but the table should say it trained less than asked.
+                t.message = (steps < budget).then(|| format!("ended at step {steps}, before its {budget}-step budget"));
             }
         }
         (Ok(TrialOutcome::Failed { message }), _) => {

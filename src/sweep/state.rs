@@ -95,9 +95,9 @@ impl TrialRecord {
 
     /// The objective as of `budget` steps: the last (or lowest) eval at or before it.
     pub fn objective_at(&self, budget: u64, metric: Metric) -> Option<f64> {
-        let upto = self.history.iter().filter(|&&(s, _)| s <= budget).map(|&(_, l)| l);
+        let mut upto = self.history.iter().filter(|&&(s, _)| s <= budget).map(|&(_, l)| l);
         match metric {
-            Metric::EvalLoss => upto.last(),
+            Metric::EvalLoss => upto.next_back(),
             Metric::BestEvalLoss => upto.reduce(f64::min),
         }
     }
