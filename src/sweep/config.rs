@@ -18,11 +18,11 @@
 use super::space::{self, ParamSpec, ParamSpecFile};
 use crate::config::{self, set_path};
 use crate::error::{Error, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 use std::path::Path;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct SweepFile {
     base: String,
@@ -41,7 +41,7 @@ struct SweepFile {
     parallelism: Parallelism,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
 enum StrategyKind {
     Grid,
@@ -50,7 +50,7 @@ enum StrategyKind {
     Asha,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct HalvingFile {
     #[serde(default = "default_reduction_factor")]
@@ -62,7 +62,7 @@ fn default_reduction_factor() -> u64 {
     3
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct ObjectiveFile {
     #[serde(default)]
@@ -77,7 +77,7 @@ fn default_divergence_factor() -> f64 {
 }
 
 /// What a trial is ranked by.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// The last evaluation at (or before) the budget.
@@ -96,7 +96,7 @@ pub struct Objective {
     pub divergence_factor: f64,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Parallelism {
     /// Trials running at the same time, each on its own devices.
