@@ -2,8 +2,10 @@
 //! arguments and calling the library.
 
 pub mod common;
+mod data;
 mod demo;
 mod info;
+mod tokenizer;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +25,10 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Train DalleBart from a YAML config (resumes the run if it has a checkpoint).
     Train(train::TrainArgs),
+    /// Dataset tools: generate and check the shapes dataset, inspect parquet/JSONL files.
+    Data(data::DataArgs),
+    /// Train a BART-style byte-level BPE tokenizer (tokenizer.json) on captions.
+    Tokenizer(tokenizer::TokenizerArgs),
 }
 
 /// An error that ends the process with a particular exit status (after its message, if any, was printed).
@@ -42,5 +48,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Info(a) => info::run(a),
         Command::Train(a) => train::run(a),
+        Command::Data(a) => data::run(a),
+        Command::Tokenizer(a) => tokenizer::run(a),
     }
 }
+
