@@ -139,7 +139,7 @@ fn tokenizer_trains_on_a_text_file() {
     let out = dir.join("nested/tokenizer.json");
     let report = ok(dalle(&["tokenizer", "--captions", path_str(&captions), "--vocab-size", "400", "--out", path_str(&out)]));
     assert!(report.contains("200 captions"), "{report}");
-    assert!(report.contains("200 blank skipped"), "{report}");
+    assert!(report.contains("skipped 200 blank line(s)"), "{report}");
 
     let encoder = TextEncoder::load(path_str(&out), 16).unwrap();
     assert!(encoder.vocab_size() <= 400 && encoder.vocab_size() > 261, "vocab {}", encoder.vocab_size());
@@ -170,11 +170,14 @@ fn tokenizer_reads_the_caption_column_of_a_csv() {
     let names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
 
-    // The shapes dataset's own index works as is.
+    // The shapes dataset's own index works as is, and so does its folder, where an image without a caption is skipped and counted.
     let shapes = dir.join("shapes");
     generate_shapes(&shapes, 3, 0);
     let report = ok(dalle(&["tokenizer", "--captions", path_str(&shapes.join("captions.csv")), "--vocab-size", "300", "--out", path_str(&out)]));
-    assert!(report.contains("3 captions"), "{report}");
+    assert!(report.contains("trained on 3 captions"), "{report}");
+    std::fs::copy(shapes.join("000000.png"), shapes.join("uncaptioned.png")).unwrap();
+    let report = ok(dalle(&["tokenizer", "--captions", path_str(&shapes), "--vocab-size", "300", "--out", path_str(&out)]));
+    assert!(report.contains("trained on 3 captions") && report.contains("skipped 1 image(s) without a caption"), "{report}");
 }
 
 #[test]
@@ -192,9 +195,12 @@ fn tokenizer_errors_name_the_bad_input() {
     let unclosed = dir.join("unclosed.csv");
     std::fs::write(&unclosed, "path,caption\na.png,\"a cat\n").unwrap();
     fails_naming(dalle(&["tokenizer", "--captions", path_str(&unclosed), "--out", out]), &["unclosed.csv", "line 2"]);
+    let empty_dir = dir.join("no-images");
+    std::fs::create_dir_all(&empty_dir).unwrap();
+    fails_naming(dalle(&["tokenizer", "--captions", path_str(&empty_dir), "--out", out]), &["no-images", "has no captions"]);
     let header_only = dir.join("header-only.csv");
     std::fs::write(&header_only, "path,caption\n").unwrap();
-    fails_naming(dalle(&["tokenizer", "--captions", path_str(&header_only), "--out", out]), &["header-only.csv", "no non-blank"]);
+    fails_naming(dalle(&["tokenizer", "--captions", path_str(&header_only), "--out", out]), &["header-only.csv", "has no captions"]);
     assert!(!Path::new(out).exists(), "a failed run wrote a tokenizer");
 }
 
