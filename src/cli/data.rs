@@ -16,10 +16,13 @@ pub struct DataArgs {
 
 #[derive(Subcommand)]
 enum DataCommand {
-    /// Generate the shapes dataset: NNNNNN.png with NNNNNN.txt (its caption) and captions.csv.
+    /// Generate the shapes dataset (images, captions and captions.csv).
+    ///
+    /// Writes NNNNNN.png with NNNNNN.txt (its caption) beside it and captions.csv (path,caption).
     /// Resumable: images already present and correct are kept.
     Shapes(ShapesArgs),
-    /// Check a caption against an image of the shapes dataset.
+    /// Check a caption against an image of the shapes dataset (exit 0 holds, 1 does not, 2 error).
+    ///
     /// Exit status: 0 the caption holds, 1 it does not, 2 an error (unreadable image, unparsable caption).
     ShapesCheck(ShapesCheckArgs),
     /// Count rows and bad rows of parquet/JSONL dataset files and show the first rows.

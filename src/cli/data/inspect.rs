@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// Files, directories, `*`/`?` patterns or storage URLs (gs://, s3://, memory://).
+    /// Files, directories, `*`/`?` patterns or storage URLs (gs://, s3://).
     #[arg(required = true)]
     files: Vec<String>,
     /// Training config: check rows against its model's image_length and image_vocab_size.
