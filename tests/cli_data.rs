@@ -260,7 +260,8 @@ fn inspect_counts_rows_and_bad_rows_per_file() {
 fn inspect_errors_name_the_bad_input() {
     let dir = scratch("inspect-bad");
     let missing = dir.join("no-such.parquet");
-    fails_naming(dalle(&["data", "inspect", path_str(&missing)]), &["no-such.parquet"]);
+    // Errors of other commands keep the usual status 1.
+    assert_eq!(fails_naming(dalle(&["data", "inspect", path_str(&missing)]), &["no-such.parquet"]), 1);
     let corrupt = dir.join("corrupt.parquet");
     std::fs::write(&corrupt, "not parquet at all").unwrap();
     let out = dalle(&["data", "inspect", path_str(&corrupt)]);
