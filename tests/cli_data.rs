@@ -250,6 +250,22 @@ fn inspect_counts_rows_and_bad_rows_per_file() {
     assert!(!report.contains("row 4:"), "{report}");
     assert!(report.contains("total: 2 file(s), 9 rows, 5 valid, 4 bad"), "{report}");
 
+    // Without files, a training config's data files are inspected against its model (tiny: 16 tokens, so all rows are short).
+    let tiny = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml")).unwrap();
+    let data_section = format!(
+        "data:\n  kind: files\n  train_files: [{}]\n  eval_files: [{}]\n  tokenizer: tokenizer.json\n",
+        path_str(&parquet),
+        path_str(&jsonl)
+    );
+    let config = dir.join("files.yaml");
+    std::fs::write(&config, tiny.replace("data:\n  kind: synthetic\n  num_captions: 16\n", &data_section)).unwrap();
+    let report = ok(dalle(&["data", "inspect", "--config", path_str(&config), "--rows", "0"]));
+    assert!(report.contains("image_length 16 and image_vocab 64"), "{report}");
+    assert!(report.contains("total: 2 file(s), 9 rows, 0 valid, 9 bad"), "{report}");
+    // With 4 tokens per row and the tiny model's 64 image codes, token 10 is in range.
+    let report = ok(dalle(&["data", "inspect", "--config", path_str(&config), "--set", "model.image_length=4", "--rows", "0"]));
+    assert!(report.contains("total: 2 file(s), 9 rows, 6 valid, 3 bad"), "{report}");
+
     // A directory is every data file below it; the defaults are dalle-mini's 256 tokens, so every row is short.
     let report = ok(dalle(&["data", "inspect", path_str(&dir), "--rows", "0"]));
     assert!(report.contains("image_length 256 and image_vocab 16384"), "{report}");

@@ -10,9 +10,11 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct InspectArgs {
     /// Files, directories, `*`/`?` patterns or storage URLs (gs://, s3://).
-    #[arg(required = true)]
+    /// Without any, the config's data.train_files and data.eval_files.
+    #[arg(required_unless_present = "config")]
     files: Vec<String>,
-    /// Training config: check rows against its model's image_length and image_vocab_size.
+    /// Training config: check rows against its model's image_length and image_vocab_size
+    /// (and, without FILES, inspect its data files).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Config overrides, `key.path=value` (repeatable).
@@ -24,7 +26,7 @@ pub struct InspectArgs {
     /// Image tokens must lie in [0, image-vocab) (default: the config's, else dalle-mini's 16384).
     #[arg(long)]
     image_vocab: Option<i64>,
-    /// How to decode the files (default: by extension).
+    /// How to decode the files (default: the config's data.format, else by extension).
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
     /// Rows to show from the start of each file, and bad rows to show in each.
@@ -55,14 +57,29 @@ const TOKENS_SHOWN: usize = 8;
 const CAPTION_SHOWN: usize = 100;
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let model = match &args.config {
-        Some(path) => TrainConfig::load(path, &args.overrides)?.0.model,
+    let config = match &args.config {
+        Some(path) => Some(TrainConfig::load(path, &args.overrides)?.0),
         None if !args.overrides.is_empty() => anyhow::bail!("--set needs --config"),
-        None => DalleBartConfig::mini(),
+        None => None,
     };
+    let model = config.as_ref().map_or_else(DalleBartConfig::mini, |c| c.model.clone());
     let spec = row_spec(&args, &model)?;
-    let format = args.format.map_or(DataFormat::Auto, DataFormat::from);
-    let files = resolve(&args.files, format, "FILES")?;
+    let format = match (args.format, &config) {
+        (Some(f), _) => f.into(),
+        (None, Some(c)) => c.data.format,
+        (None, None) => DataFormat::Auto,
+    };
+    let files = match &config {
+        Some(c) if args.files.is_empty() => {
+            if c.data.train_files.is_empty() && c.data.eval_files.is_empty() {
+                anyhow::bail!("the config lists no data.train_files or data.eval_files; name the files to inspect");
+            }
+            let mut files = resolve(&c.data.train_files, format, "data.train_files")?;
+            files.extend(resolve(&c.data.eval_files, format, "data.eval_files")?);
+            files
+        }
+        _ => resolve(&args.files, format, "FILES")?,
+    };
 
     println!("checking rows against image_length {} and image_vocab {}", spec.image_length, spec.image_vocab);
     let mut total = DataCounts::default();
