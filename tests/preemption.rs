@@ -207,7 +207,7 @@ fn sigkill_in_the_middle_of_a_save_on_gcs_resumes_from_the_previous_commit() {
     let mut process = TrainProcess::spawn(gcs_command(&fake, url, &sets));
     let deadline = Instant::now() + PROCESS_TIMEOUT;
     while !fake.arrivals().iter().any(|(m, k)| m == "PUT" && k.contains("checkpoints/step_8/tensors-00001")) {
-        assert!(Instant::now() < deadline, "the save of step 8 never started");
+        assert!(Instant::now() < deadline && process.is_running(), "the save of step 8 never started");
         std::thread::sleep(Duration::from_millis(5));
     }
     process.kill();

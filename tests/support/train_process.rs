@@ -92,6 +92,10 @@ impl TrainProcess {
         }
     }
 
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGKILL (no chance to save anything).
     pub fn kill(&mut self) {
         // Fails only when the process already exited, which the caller sees in the status.
