@@ -1,8 +1,10 @@
 //! The library's error type: every layer's errors, each naming what is wrong.
 
+use crate::checkpoint::CheckpointError;
 use crate::graph::GraphError;
 use crate::host::HostError;
 use crate::pjrt::PjrtError;
+use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -12,6 +14,10 @@ pub enum Error {
     Pjrt(#[from] PjrtError),
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     #[error("{0}")]
     Invalid(String),
     #[error("{context}: {source}")]

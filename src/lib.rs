@@ -5,6 +5,7 @@
 //! - [`graph`]: tensors, primitives, the StableHLO emitter and autodiff;
 //! - [`runtime`]: compiling graphs and running them on host data.
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod dtype;
@@ -15,6 +16,7 @@ pub mod nn;
 pub mod host;
 pub mod optim;
 pub mod pjrt;
+pub mod plot;
 pub mod runtime;
 pub mod storage;
 pub mod train;

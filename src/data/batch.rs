@@ -54,7 +54,7 @@ impl Batch {
     /// Splits along the batch axis into `n` equal shards (one per device).
     pub fn shard(&self, n: usize) -> Result<Vec<Batch>> {
         let b = self.size();
-        if n == 0 || b % n != 0 {
+        if n == 0 || !b.is_multiple_of(n) {
             return Err(Error::Invalid(format!("batch of {b} cannot be split evenly over {n} devices")));
         }
         let per = b / n;

@@ -1,7 +1,31 @@
 //! Datasets and loaders: batches of caption tokens and image tokens.
+//!
+//! `Dataset::open(&config.data, spec)` resolves the files and loads the
+//! tokenizer; `train_loader(resume)` gives shuffled batches and a
+//! `DataPosition` to save; `eval_loader()` gives the validation batches.
 
 mod batch;
+mod config;
+mod files;
+pub mod images;
+mod jsonl_format;
+mod loader;
+mod normalize;
+mod order;
+mod parquet_format;
+mod record;
+pub mod shapes;
+mod storage_io;
+mod stream;
 mod synthetic;
+mod text;
 
 pub use batch::{Batch, Example};
+pub use config::{DataConfig, DataFormat, DataKind, TOKENIZER_HINT};
+pub use files::{resolve, write_dataset, DataFile};
+pub use loader::{Dataset, Loader, LoaderSpec};
+pub use normalize::normalize_caption;
+pub use record::{BadRow, BadRowKind, DataCounts, ParsedRow, RawRow, Record, RowSpec};
+pub use stream::DataPosition;
 pub use synthetic::Synthetic;
+pub use text::{train_tokenizer, EncodedText, TextEncoder, TrainedInfo};

@@ -3,6 +3,18 @@
 //! `gs://bucket/prefix` (Google Cloud Storage), `s3://bucket/prefix`,
 //! `memory://name` (a process-wide in-memory store, for tests) and plain local
 //! paths all become an [`ObjectStore`] plus a prefix inside it.
+//!
+//! Cloud backends retry failed requests with exponential backoff
+//! ([`RetryPolicy`]); [`retry::retrying`] adds a second layer around whole-object
+//! operations for the failures a single request's retries cannot absorb.
+//! [`block_on`] runs storage futures from synchronous code on one shared runtime.
+
+mod options;
+pub mod retry;
+mod runtime;
+
+pub use options::{RetryPolicy, StorageOptions};
+pub use runtime::block_on;
 
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
@@ -50,8 +62,16 @@ fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
     stores.entry(name.to_string()).or_insert_with(|| Arc::new(InMemory::new())).clone()
 }
 
-/// Opens the store a URL or local path names.
+/// Opens the store a URL or local path names, with default options (and the
+/// backends' own environment variables, e.g. `GOOGLE_SERVICE_ACCOUNT_KEY`).
 pub fn open(url: &str) -> Result<Location, StorageError> {
+    open_with(url, &StorageOptions::default())
+}
+
+/// Opens the store a URL or local path names, with explicit retry settings and
+/// endpoint overrides (a GCS or S3 test server, for instance).
+pub fn open_with(url: &str, options: &StorageOptions) -> Result<Location, StorageError> {
+    options.validate().map_err(|message| StorageError::Location { url: url.to_string(), message })?;
     let bad = |message: String| StorageError::Location { url: url.to_string(), message };
     if url.trim().is_empty() {
         return Err(bad("is empty".into()));
@@ -63,18 +83,27 @@ pub fn open(url: &str) -> Result<Location, StorageError> {
         }
         let prefix = ObjectPath::parse(prefix.trim_end_matches('/')).map_err(|e| bad(format!("bad prefix: {e}")))?;
         let store: Arc<dyn ObjectStore> = match scheme {
-            "gs" => Arc::new(
-                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+            "gs" => {
+                let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(bucket)
-                    .build()
-                    .map_err(|e| bad(format!("cannot open Google Cloud Storage: {e}")))?,
-            ),
-            "s3" => Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
+                    .with_retry(options.retry.to_object_store());
+                if let Some(key) = &options.gcs_service_account_key {
+                    builder = builder.with_service_account_key(key);
+                }
+                if let Some(base) = &options.gcs_base_url {
+                    builder = builder.with_base_url(base.trim_end_matches('/'));
+                }
+                Arc::new(builder.build().map_err(|e| bad(format!("cannot open Google Cloud Storage: {e}")))?)
+            }
+            "s3" => {
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .build()
-                    .map_err(|e| bad(format!("cannot open S3: {e}")))?,
-            ),
+                    .with_retry(options.retry.to_object_store());
+                if let Some(endpoint) = &options.s3_endpoint {
+                    builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+                }
+                Arc::new(builder.build().map_err(|e| bad(format!("cannot open S3: {e}")))?)
+            }
             "memory" => memory_store(bucket),
             "file" => return open_local(&format!("{bucket}/{prefix}"), url),
             other => return Err(bad(format!("unsupported scheme '{other}' (supported: gs, s3, memory, file, or a local path)"))),

@@ -1,0 +1,152 @@
+//! Finding committed steps and loading them, checking every file against the manifest.
+
+use super::layout::{checkpoints_location, parse_step_dir, step_location, COMMIT_FILE, METADATA_FILE};
+use super::manifest::{sha256_hex, Manifest, FORMAT_VERSION};
+use super::shards::decode_shard;
+use super::{Checkpoint, CheckpointError, CheckpointMeta};
+use crate::dtype::DType;
+use crate::storage::retry::retrying;
+use crate::storage::{Location, RetryPolicy};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// What the checkpoints directory holds.
+#[derive(Debug, Default)]
+pub(crate) struct StepListing {
+    /// Steps with a `COMMIT`, ascending.
+    pub committed: Vec<u64>,
+    /// Step directories without a `COMMIT` (a save in progress or interrupted), ascending.
+    pub uncommitted: Vec<u64>,
+    /// Entries of the checkpoints directory that are not `step_<N>` directories.
+    pub foreign: Vec<String>,
+}
+
+pub(crate) async fn list_steps(run: &Location, retry: &RetryPolicy) -> Result<StepListing, CheckpointError> {
+    let dir = checkpoints_location(run);
+    let prefix = dir.prefix.clone();
+    let objects = retrying(retry, &format!("listing {}", dir.url), || dir.store.list(Some(&prefix)).try_collect::<Vec<_>>())
+        .await
+        .map_err(|e| CheckpointError::store(&dir.url, "listing checkpoints", e))?;
+    let mut steps: BTreeMap<u64, bool> = BTreeMap::new();
+    let mut foreign = BTreeSet::new();
+    for object in objects {
+        let Some(parts) = object.location.prefix_match(&prefix) else { continue };
+        let parts: Vec<String> = parts.map(|p| p.as_ref().to_string()).collect();
+        let Some(first) = parts.first() else { continue };
+        match parse_step_dir(first) {
+            Some(step) => {
+                let has_commit = parts.len() == 2 && parts[1] == COMMIT_FILE;
+                *steps.entry(step).or_default() |= has_commit;
+            }
+            None => {
+                foreign.insert(first.clone());
+            }
+        }
+    }
+    let mut listing = StepListing { foreign: foreign.into_iter().collect(), ..Default::default() };
+    for (step, committed) in steps {
+        if committed {
+            listing.committed.push(step);
+        } else {
+            listing.uncommitted.push(step);
+        }
+    }
+    Ok(listing)
+}
+
+pub(crate) async fn get_bytes(store: &Arc<dyn ObjectStore>, path: &ObjectPath, retry: &RetryPolicy) -> Result<Bytes, object_store::Error> {
+    retrying(retry, &format!("reading {path}"), || async { store.get(path).await?.bytes().await }).await
+}
+
+pub(crate) async fn is_committed(run: &Location, step: u64, retry: &RetryPolicy) -> Result<bool, CheckpointError> {
+    let dir = step_location(run, step);
+    let path = dir.child(COMMIT_FILE);
+    match retrying(retry, &format!("checking {path}"), || dir.store.head(&path)).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(CheckpointError::store(&dir.url, format!("checking {COMMIT_FILE}"), e)),
+    }
+}
+
+/// Reads a file of a step; a missing file makes the step corrupt, any other
+/// failure is a storage error (the step may be fine, the store is not).
+async fn read_step_file(run: &Location, step: u64, name: &str, retry: &RetryPolicy) -> Result<Bytes, CheckpointError> {
+    let dir = step_location(run, step);
+    match get_bytes(&dir.store, &dir.child(name), retry).await {
+        Ok(bytes) => Ok(bytes),
+        Err(object_store::Error::NotFound { .. }) => Err(CheckpointError::corrupt(&run.url, step, format!("{name} is missing"))),
+        Err(e) => Err(CheckpointError::store(&dir.url, format!("reading {name}"), e)),
+    }
+}
+
+/// The manifest of a committed step, checked against the hash in `COMMIT`.
+pub(crate) async fn read_manifest(run: &Location, step: u64, retry: &RetryPolicy) -> Result<Manifest, CheckpointError> {
+    let corrupt = |reason: String| CheckpointError::corrupt(&run.url, step, reason);
+    let commit = read_step_file(run, step, COMMIT_FILE, retry).await?;
+    let bytes = read_step_file(run, step, METADATA_FILE, retry).await?;
+    let want = String::from_utf8_lossy(&commit).trim().to_string();
+    let got = sha256_hex(&bytes);
+    if want != got {
+        return Err(corrupt(format!("{METADATA_FILE} has SHA-256 {got} but {COMMIT_FILE} records {want}")));
+    }
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("{METADATA_FILE} does not parse: {e}")))?;
+    if manifest.format != FORMAT_VERSION {
+        return Err(corrupt(format!("format version {} is not supported (this build reads {FORMAT_VERSION})", manifest.format)));
+    }
+    if manifest.step != step {
+        return Err(corrupt(format!("{METADATA_FILE} says step {} but lives in the directory of step {step}", manifest.step)));
+    }
+    Ok(manifest)
+}
+
+/// Loads a committed step, verifying every file's size and SHA-256 and every
+/// tensor's dtype and shape against the manifest.
+pub(crate) async fn load_step(run: &Location, step: u64, retry: &RetryPolicy) -> Result<Checkpoint, CheckpointError> {
+    let corrupt = |reason: String| CheckpointError::corrupt(&run.url, step, reason);
+    let manifest = read_manifest(run, step, retry).await?;
+    let mut by_name: HashMap<String, (String, crate::host::HostTensor)> = HashMap::new();
+    for file in &manifest.files {
+        let bytes = read_step_file(run, step, &file.name, retry).await?;
+        if bytes.len() as u64 != file.bytes {
+            return Err(corrupt(format!("{} has {} bytes, the manifest says {}", file.name, bytes.len(), file.bytes)));
+        }
+        let sha = sha256_hex(&bytes);
+        if sha != file.sha256 {
+            return Err(corrupt(format!("{} has SHA-256 {sha}, the manifest says {}", file.name, file.sha256)));
+        }
+        for (name, tensor) in decode_shard(&bytes).map_err(|e| corrupt(format!("{}: {e}", file.name)))? {
+            if by_name.insert(name.clone(), (file.name.clone(), tensor)).is_some() {
+                return Err(corrupt(format!("tensor '{name}' appears in more than one file")));
+            }
+        }
+    }
+    let mut tensors = Vec::with_capacity(manifest.tensors.len());
+    for entry in &manifest.tensors {
+        let (file, tensor) = by_name
+            .remove(&entry.name)
+            .ok_or_else(|| corrupt(format!("tensor '{}' listed in the manifest is in no file", entry.name)))?;
+        let dtype = DType::parse(&entry.dtype).ok_or_else(|| corrupt(format!("tensor '{}' has unknown dtype '{}'", entry.name, entry.dtype)))?;
+        if file != entry.file || tensor.dtype != dtype || tensor.shape != entry.shape {
+            return Err(corrupt(format!(
+                "tensor '{}' is {} {:?} in {file}, the manifest says {} {:?} in {}",
+                entry.name, tensor.dtype, tensor.shape, entry.dtype, entry.shape, entry.file
+            )));
+        }
+        tensors.push((entry.name.clone(), tensor));
+    }
+    if let Some(extra) = by_name.keys().next() {
+        return Err(corrupt(format!("tensor '{extra}' is in a file but not in the manifest")));
+    }
+    let meta = CheckpointMeta {
+        samples_seen: manifest.samples_seen,
+        data_position: manifest.data_position,
+        rng: manifest.rng,
+        config_yaml: manifest.config_yaml,
+        wall_secs: manifest.wall_secs,
+    };
+    Ok(Checkpoint { step, tensors, meta })
+}

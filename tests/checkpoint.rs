@@ -1,0 +1,408 @@
+//! Checkpoints end to end: round trips on local disk, memory and the GCS fake,
+//! commit semantics, corruption fallback, fault tolerance, retention, the
+//! compatibility check, and the stop signal's sources.
+
+mod support;
+
+use dalle_xla::checkpoint::{
+    changed_config_keys, check_compatible, Checkpoint, CheckpointError, CheckpointManager, CheckpointMeta, MetadataWatcher,
+    MetadataWatcherConfig, RetentionPolicy, StopReason, StopSignal, WriteOptions, EXIT_PREEMPTED,
+};
+use dalle_xla::graph::TensorType;
+use dalle_xla::storage::{self, block_on, Location, RetryPolicy};
+use dalle_xla::{DType, HostTensor};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use support::gcs_fake::{Fault, GcsFake};
+
+const CONFIG: &str = "model: {d_model: 8}\noptimizer: {lr: 0.001}\n";
+
+/// Tensors of every dtype (scalar and empty ones included), with values from `seed`.
+fn tensors(seed: u64) -> Vec<(String, HostTensor)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let shapes: [&[i64]; 5] = [&[3, 5], &[7], &[], &[2, 0], &[4, 2, 3]];
+    let mut out = Vec::new();
+    for (i, dtype) in DType::ALL.into_iter().enumerate() {
+        let shape = shapes[i % shapes.len()];
+        let n: i64 = shape.iter().product();
+        let values: Vec<f64> = (0..n)
+            .map(|_| match dtype {
+                DType::Bool => f64::from(rng.gen_range(0..2)),
+                d if d.is_float() => rng.gen_range(-4.0..4.0),
+                d if d.is_unsigned() => f64::from(rng.gen_range(0..200)),
+                _ => f64::from(rng.gen_range(-100..100)),
+            })
+            .collect();
+        let t = HostTensor::from_f64(dtype, shape, &values).unwrap();
+        let name = format!("model.layers.FlaxBartEncoderLayer_{i}.{}.kernel", dtype.name());
+        out.push((name.clone(), t.clone()));
+        if dtype == DType::F32 {
+            out.push((format!("{name}/mu"), t));
+        }
+    }
+    out
+}
+
+fn checkpoint(step: u64, seed: u64) -> Checkpoint {
+    Checkpoint {
+        step,
+        tensors: tensors(seed),
+        meta: CheckpointMeta {
+            samples_seen: step * 16,
+            data_position: serde_json::json!({"epoch": 1, "index": step * 16, "order_seed": 7}),
+            rng: serde_json::json!({"seed": 42, "counter": step}),
+            config_yaml: CONFIG.into(),
+            wall_secs: step as f64 * 0.5,
+        },
+    }
+}
+
+/// Tiny files and parts so every checkpoint spans several files and the
+/// bigger ones go up as multipart uploads.
+fn small_files() -> WriteOptions {
+    WriteOptions { max_file_bytes: 64, part_bytes: 96, retry: RetryPolicy::fast(4) }
+}
+
+fn keep_all() -> RetentionPolicy {
+    RetentionPolicy { keep_last: 100, keep_every: None }
+}
+
+fn unique(name: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+fn local_run(name: &str) -> Location {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique(name));
+    storage::open(dir.to_str().unwrap()).unwrap()
+}
+
+fn memory_run(name: &str) -> Location {
+    storage::open(&format!("memory://{}/run", unique(name))).unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn save_and_wait(manager: &CheckpointManager, ckpt: Checkpoint) -> dalle_xla::checkpoint::SaveReport {
+    manager.save(ckpt).unwrap();
+    manager.wait().unwrap().expect("a save was made")
+}
+
+fn object_names(run: &Location) -> Vec<String> {
+    let prefix = run.prefix.clone();
+    let mut names: Vec<String> = block_on(async {
+        use futures::TryStreamExt;
+        run.store.list(Some(&prefix)).map_ok(|m| m.location.to_string()).try_collect::<Vec<_>>().await.unwrap()
+    });
+    let strip = if prefix.as_ref().is_empty() { String::new() } else { format!("{prefix}/") };
+    names.iter_mut().for_each(|n| *n = n.strip_prefix(&strip).unwrap_or(n).to_string());
+    names.sort();
+    names
+}
+
+fn round_trip(run: &Location) {
+    let manager = CheckpointManager::open_with(run, keep_all(), small_files()).unwrap();
+    assert_eq!(manager.latest_committed().unwrap(), None);
+    assert!(manager.restore_latest().unwrap().is_none(), "a fresh run has nothing to restore");
+    let original = checkpoint(120, 1);
+    let report = save_and_wait(&manager, original.clone());
+    assert_eq!(report.step, 120);
+    assert!(report.files >= 3, "64-byte files should split this checkpoint, got {} file(s)", report.files);
+    assert_eq!(manager.latest_committed().unwrap(), Some(120));
+    assert_eq!(manager.restore(120).unwrap(), original);
+    assert_eq!(manager.restore_latest().unwrap(), Some(original.clone()));
+
+    let manifest = manager.manifest(120).unwrap();
+    assert_eq!(manifest.config_sha256, sha256_hex(CONFIG.as_bytes()));
+    assert!(manifest.code_version.starts_with(env!("CARGO_PKG_VERSION")));
+    assert_eq!(manifest.files.len(), report.files);
+    let names: Vec<&str> = manifest.tensors.iter().map(|t| t.name.as_str()).collect();
+    let want: Vec<&str> = original.tensors.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, want, "the manifest keeps the trainer's order");
+
+    let objects = object_names(run);
+    let step_files: Vec<&String> = objects.iter().filter(|n| n.starts_with("checkpoints/step_120/")).collect();
+    assert_eq!(step_files.len(), report.files + 2, "{objects:?}");
+    assert!(objects.contains(&"checkpoints/step_120/COMMIT".to_string()));
+    assert!(objects.contains(&"checkpoints/step_120/metadata.json".to_string()));
+}
+
+#[test]
+fn round_trip_on_local_disk() {
+    round_trip(&local_run("roundtrip"));
+}
+
+#[test]
+fn round_trip_in_memory() {
+    round_trip(&memory_run("roundtrip"));
+}
+
+#[test]
+fn round_trip_on_the_gcs_fake_commits_last_and_create_only() {
+    let fake = GcsFake::start();
+    round_trip(&fake.open("bucket", "runs/rt", RetryPolicy::fast(2)));
+    let writes: Vec<_> = fake.log().into_iter().filter(|l| l.method == "PUT" || l.method == "POST").collect();
+    let last = writes.last().unwrap();
+    assert_eq!(last.key, "runs/rt/checkpoints/step_120/COMMIT");
+    assert_eq!(last.if_generation_match.as_deref(), Some("0"), "COMMIT is written create-only");
+    assert!(writes.iter().any(|l| l.query.iter().any(|(k, _)| k == "partNumber")), "large files go up in parts");
+    assert_eq!(fake.open_uploads(), 0);
+    let initiated = fake.log().iter().filter(|l| l.query.iter().any(|(k, _)| k == "uploads")).count();
+    assert_eq!(initiated, 4, "three tensor files and metadata.json, each started once");
+}
+
+#[test]
+fn a_step_without_commit_is_never_loaded() {
+    let run = memory_run("uncommitted");
+    let manager = CheckpointManager::open_with(&run, keep_all(), small_files()).unwrap();
+    save_and_wait(&manager, checkpoint(10, 1));
+    // A later save that died before its COMMIT: all files there, no marker.
+    save_and_wait(&manager, checkpoint(20, 2));
+    block_on(run.store.delete(&run.child("checkpoints/step_20/COMMIT"))).unwrap();
+    assert_eq!(manager.committed_steps().unwrap(), vec![10]);
+    assert_eq!(manager.restore_latest().unwrap().unwrap().step, 10);
+    let err = manager.restore(20).unwrap_err().to_string();
+    assert!(err.contains("step 20") && err.contains("COMMIT is missing"), "{err}");
+}
+
+#[test]
+fn a_corrupt_committed_step_falls_back_to_the_previous_one() {
+    let fake = GcsFake::start();
+    let run = fake.open("bucket", "runs/corrupt", RetryPolicy::fast(1));
+    let manager = CheckpointManager::open_with(&run, keep_all(), small_files()).unwrap();
+    let good = checkpoint(10, 1);
+    save_and_wait(&manager, good.clone());
+    save_and_wait(&manager, checkpoint(20, 2));
+    let victim = manager.manifest(20).unwrap().files[1].name.clone();
+    let key = format!("runs/corrupt/checkpoints/step_20/{victim}");
+    let mut bytes = fake.object("bucket", &key).unwrap().data;
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fake.put_object("bucket", &key, bytes);
+
+    let report = manager.restore_latest_report().unwrap();
+    assert_eq!(report.checkpoint, Some(good));
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.skipped[0].step, 20);
+    assert!(report.skipped[0].reason.contains(&victim) && report.skipped[0].reason.contains("SHA-256"), "{}", report.skipped[0].reason);
+
+    // Tampering with metadata.json breaks the hash recorded in COMMIT.
+    let meta_key = "runs/corrupt/checkpoints/step_10/metadata.json";
+    let mut meta = fake.object("bucket", meta_key).unwrap().data;
+    meta.extend_from_slice(b" ");
+    fake.put_object("bucket", meta_key, meta);
+    let err = manager.restore_latest().unwrap_err().to_string();
+    assert!(err.contains("2 committed checkpoint(s) and none is usable") && err.contains("metadata.json has SHA-256"), "{err}");
+}
+
+#[test]
+fn commit_is_create_only_and_a_committed_step_is_not_rewritten() {
+    let run = local_run("create-only");
+    let manager = CheckpointManager::open_with(&run, keep_all(), small_files()).unwrap();
+    let first = checkpoint(5, 1);
+    save_and_wait(&manager, first.clone());
+    let overwrite = block_on(run.store.put_opts(
+        &run.child("checkpoints/step_5/COMMIT"),
+        PutPayload::from_static(b"other"),
+        PutOptions { mode: PutMode::Create, ..Default::default() },
+    ));
+    assert!(matches!(overwrite, Err(object_store::Error::AlreadyExists { .. })), "{overwrite:?}");
+
+    // Saving the same step again (a resume that stops at once) keeps the verified original.
+    let report = save_and_wait(&manager, checkpoint(5, 99));
+    assert!(report.already_committed);
+    assert_eq!(manager.restore(5).unwrap(), first);
+
+    // A committed step that fails verification is replaced by the new save.
+    let victim = manager.manifest(5).unwrap().files[0].name.clone();
+    block_on(run.store.put(&run.child(&format!("checkpoints/step_5/{victim}")), PutPayload::from_static(b"junk"))).unwrap();
+    let replacement = checkpoint(5, 2);
+    let report = save_and_wait(&manager, replacement.clone());
+    assert!(!report.already_committed);
+    assert_eq!(manager.restore(5).unwrap(), replacement);
+}
+
+#[test]
+fn injected_faults_are_retried_and_the_save_succeeds() {
+    let fake = GcsFake::start();
+    let run = fake.open("bucket", "runs/faults", RetryPolicy::fast(4));
+    let manager = CheckpointManager::open_with(&run, keep_all(), small_files()).unwrap();
+    fake.inject(3, Fault::Status(503), Some("PUT"));
+    fake.inject(1, Fault::Drop, Some("PUT"));
+    fake.inject(1, Fault::Status(500), Some("POST"));
+    fake.inject(1, Fault::Drop, Some("GET"));
+    fake.inject(2, Fault::Delay(Duration::from_millis(50)), Some("PUT"));
+    let original = checkpoint(30, 3);
+    save_and_wait(&manager, original.clone());
+    assert_eq!(manager.failed_saves(), 0);
+    assert_eq!(manager.restore_latest().unwrap(), Some(original));
+    let log = fake.log();
+    assert_eq!(log.iter().filter(|l| l.status >= 500).count(), 4);
+    assert_eq!(log.iter().filter(|l| l.status == 0).count(), 2, "both dropped connections happened");
+}
+
+#[test]
+fn a_save_that_fails_for_good_is_reported_and_the_next_one_works() {
+    let fake = GcsFake::start();
+    let run = fake.open("bucket", "runs/down", RetryPolicy::fast(1));
+    let options = WriteOptions { retry: RetryPolicy::fast(1), ..small_files() };
+    let manager = CheckpointManager::open_with(&run, keep_all(), options).unwrap();
+    fake.inject(usize::MAX, Fault::Status(503), None);
+    manager.save(checkpoint(40, 4)).unwrap();
+    match manager.wait() {
+        Err(CheckpointError::SaveFailed { step, message }) => {
+            assert_eq!(step, 40);
+            assert!(message.contains("503"), "{message}");
+        }
+        other => panic!("expected a failed save, got {other:?}"),
+    }
+    assert_eq!(manager.failed_saves(), 1);
+    fake.clear_faults();
+    assert_eq!(manager.latest_committed().unwrap(), None, "nothing half-written counts as committed");
+    let good = checkpoint(50, 5);
+    save_and_wait(&manager, good.clone());
+    assert_eq!(manager.restore_latest().unwrap(), Some(good));
+}
+
+#[test]
+fn retention_keeps_the_last_k_and_every_mth() {
+    let run = memory_run("retention");
+    let policy = RetentionPolicy { keep_last: 2, keep_every: Some(30) };
+    let manager = CheckpointManager::open_with(&run, policy, small_files()).unwrap();
+    // An interrupted save older than everything: garbage once a newer step commits.
+    block_on(run.store.put(&run.child("checkpoints/step_5/tensors-00000-of-00001.safetensors"), PutPayload::from_static(b"x"))).unwrap();
+    let mut deleted = Vec::new();
+    for step in (10..=70).step_by(10) {
+        deleted.extend(save_and_wait(&manager, checkpoint(step, step)).deleted_steps);
+    }
+    assert_eq!(manager.committed_steps().unwrap(), vec![30, 60, 70]);
+    deleted.sort_unstable();
+    assert_eq!(deleted, vec![5, 10, 20, 40, 50]);
+    let dirs: std::collections::BTreeSet<String> =
+        object_names(&run).iter().filter_map(|n| n.split('/').nth(1).map(str::to_string)).collect();
+    assert_eq!(dirs.into_iter().collect::<Vec<_>>(), ["step_30", "step_60", "step_70"], "no files of deleted steps remain");
+}
+
+#[test]
+fn a_request_while_a_save_is_in_flight_is_coalesced() {
+    let fake = GcsFake::start();
+    let run = fake.open("bucket", "runs/coalesce", RetryPolicy::fast(1));
+    let manager = CheckpointManager::open_with(&run, keep_all(), small_files()).unwrap();
+    // The first write stalls, so step 1 is still in flight while 2 and 3 arrive.
+    fake.inject(1, Fault::Delay(Duration::from_millis(400)), Some("PUT"));
+    manager.save(checkpoint(1, 1)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.log().is_empty() && fake.keys("bucket").is_empty() {
+        assert!(Instant::now() < deadline, "the first save never reached the store");
+        std::thread::yield_now();
+    }
+    let t = Instant::now();
+    manager.save(checkpoint(2, 2)).unwrap();
+    manager.save(checkpoint(3, 3)).unwrap();
+    assert!(t.elapsed() < Duration::from_millis(200), "save() must not wait for the one in flight");
+    assert!(manager.is_busy());
+    assert_eq!(manager.wait().unwrap().unwrap().step, 3);
+    assert_eq!(manager.superseded_saves(), 1);
+    assert_eq!(manager.committed_steps().unwrap(), vec![1, 3]);
+}
+
+#[test]
+fn malformed_checkpoints_are_refused_at_save() {
+    let manager = CheckpointManager::open(&memory_run("malformed"), RetentionPolicy::default()).unwrap();
+    let mut ckpt = checkpoint(1, 1);
+    ckpt.tensors.push(ckpt.tensors[0].clone());
+    let err = manager.save(ckpt).unwrap_err().to_string();
+    assert!(err.contains("appears twice"), "{err}");
+    let err = CheckpointManager::open(&memory_run("bad-policy"), RetentionPolicy { keep_last: 0, keep_every: None }).err().unwrap();
+    assert!(err.to_string().contains("checkpoint.keep_last"), "{err}");
+}
+
+#[test]
+fn shape_changes_are_refused_and_config_changes_listed() {
+    let saved = checkpoint(7, 1);
+    let expected: Vec<(String, TensorType)> = saved.tensors.iter().map(|(n, t)| (n.clone(), TensorType::new(t.dtype, &t.shape))).collect();
+    check_compatible(&saved, &expected).unwrap();
+
+    let mut wider = expected.clone();
+    wider[0].1 = TensorType::new(wider[0].1.dtype, &[3, 6]);
+    let err = check_compatible(&saved, &wider).unwrap_err().to_string();
+    assert!(err.contains(&format!("'{}'", expected[0].0)) && err.contains("[3, 5]") && err.contains("[3, 6]"), "{err}");
+
+    let mut renamed = expected.clone();
+    renamed[1].0 = "model.new_layer.kernel".into();
+    let err = check_compatible(&saved, &renamed).unwrap_err().to_string();
+    assert!(err.contains("'model.new_layer.kernel'") && err.contains("does not"), "{err}");
+
+    let fewer = &expected[..expected.len() - 1];
+    let err = check_compatible(&saved, fewer).unwrap_err().to_string();
+    assert!(err.contains(&format!("'{}'", expected.last().unwrap().0)) && err.contains("the model does not"), "{err}");
+
+    let new_config = "model: {d_model: 8}\noptimizer: {lr: 0.0005}\n";
+    assert_eq!(changed_config_keys(&saved.meta.config_yaml, new_config).unwrap(), vec!["optimizer.lr"]);
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_metadata_watcher_fires_on_preemption_and_maintenance() {
+    use support::metadata_fake::MetadataFake;
+    for (event, reason) in [("preempted", StopReason::Preempted), ("maintenance", StopReason::Maintenance)] {
+        let server = MetadataFake::start();
+        let signal = StopSignal::new();
+        let config = MetadataWatcherConfig { base_url: server.base_url(), interval: Duration::from_millis(10), ..Default::default() };
+        let watcher = MetadataWatcher::start(config, signal.clone()).unwrap();
+        wait_until("the watcher polled a few times", || server.requests() >= 4);
+        assert!(!signal.is_set(), "nothing to report yet");
+        match event {
+            "preempted" => server.set_preempted(true),
+            _ => server.set_maintenance_event("TERMINATE_ON_HOST_MAINTENANCE"),
+        }
+        wait_until("the stop signal is set", || signal.is_set());
+        assert_eq!(signal.reason(), Some(reason));
+        wait_until("the watcher thread ends", || watcher.is_finished());
+        assert_eq!(server.refused(), 0, "every request carried Metadata-Flavor: Google");
+        assert_eq!(watcher.failed_polls(), 0);
+    }
+}
+
+#[test]
+fn an_unreachable_metadata_server_is_counted_not_fatal() {
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let signal = StopSignal::new();
+    let config = MetadataWatcherConfig {
+        base_url: format!("http://127.0.0.1:{port}"),
+        interval: Duration::from_millis(5),
+        request_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let watcher = MetadataWatcher::start(config, signal.clone()).unwrap();
+    wait_until("two failed polls", || watcher.failed_polls() >= 2);
+    assert!(!signal.is_set());
+    drop(watcher);
+    assert!(MetadataWatcher::start(MetadataWatcherConfig { base_url: "https://x".into(), ..Default::default() }, signal).is_err());
+}
+
+#[test]
+fn sigterm_sets_the_stop_signal_instead_of_killing_the_process() {
+    let signal = StopSignal::new();
+    signal.install_os_handlers().unwrap();
+    assert!(!signal.is_set());
+    signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();
+    wait_until("the handler ran", || signal.is_set());
+    assert_eq!(signal.reason(), Some(StopReason::Terminate));
+    assert_eq!(StopReason::Terminate.exit_code(), EXIT_PREEMPTED);
+    assert_ne!(EXIT_PREEMPTED, 0);
+    assert_ne!(EXIT_PREEMPTED, 1);
+}
