@@ -3,8 +3,14 @@
 mod blocks;
 mod codec;
 mod config;
+mod discriminator;
+mod losses;
+mod lpips;
 mod model;
 mod params;
+mod steps;
+mod train_config;
+mod trainer;
 mod weights;
 
 pub use blocks::swish;
@@ -12,4 +18,13 @@ pub use codec::VqganCodec;
 pub use config::VqganConfig;
 pub use model::{Quantized, Vqgan};
 pub use params::parameter_specs;
-pub use weights::{load_safetensors, read_safetensors, save_safetensors, select_params, to_safetensors};
+pub use weights::{
+    load_safetensors, load_safetensors_with_metadata, read_safetensors, save_safetensors, save_safetensors_with_metadata, select_params,
+    to_safetensors,
+};
+pub use discriminator::DiscriminatorConfig;
+pub use losses::{adaptive_weight, generator_loss, hinge_discriminator_loss, l1, LossConfig};
+pub use lpips::Lpips;
+pub use steps::{NetLayout, VqganSetup, VqganSteps, DISCRIMINATOR_STATS, GENERATOR_GAN_STATS, GENERATOR_STATS};
+pub use train_config::{ImageDataConfig, VqganTrainConfig};
+pub use trainer::{load_weights, psnr, save_weights, StepStats, VqganTrainer, CHECKPOINT_FILE, CONFIG_KEY, WEIGHTS_FILE};

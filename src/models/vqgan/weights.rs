@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::host::HostTensor;
 use crate::nn::ParamSpec;
 use crate::DType;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 fn dtype_of(d: safetensors::Dtype) -> Option<DType> {
@@ -49,12 +49,24 @@ pub fn read_safetensors(bytes: &[u8], origin: &str) -> Result<BTreeMap<String, H
 
 /// Reads a safetensors file.
 pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
+    Ok(load_safetensors_with_metadata(path)?.0)
+}
+
+/// Reads a safetensors file and its string metadata.
+pub fn load_safetensors_with_metadata(path: &Path) -> Result<(BTreeMap<String, HostTensor>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    read_safetensors(&bytes, &path.display().to_string())
+    let origin = path.display().to_string();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::Invalid(format!("{origin} is not a safetensors file: {e}")))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    Ok((read_safetensors(&bytes, &origin)?, meta))
 }
 
 /// Serialises named tensors to safetensors bytes.
 pub fn to_safetensors(tensors: &[(String, HostTensor)]) -> Result<Vec<u8>> {
+    to_safetensors_with_metadata(tensors, None)
+}
+
+fn to_safetensors_with_metadata(tensors: &[(String, HostTensor)], metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
     let mut views = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let dtype = st_dtype(t.dtype).ok_or_else(|| Error::Invalid(format!("tensor '{name}' has dtype {} that safetensors cannot hold", t.dtype)))?;
@@ -63,12 +75,17 @@ pub fn to_safetensors(tensors: &[(String, HostTensor)]) -> Result<Vec<u8>> {
             .map_err(|e| Error::Invalid(format!("tensor '{name}': {e}")))?;
         views.push((name.clone(), view));
     }
-    safetensors::serialize(views, None).map_err(|e| Error::Invalid(format!("serialising safetensors: {e}")))
+    safetensors::serialize(views, metadata).map_err(|e| Error::Invalid(format!("serialising safetensors: {e}")))
 }
 
 /// Writes named tensors to `path` atomically (temporary file, then rename).
 pub fn save_safetensors(path: &Path, tensors: &[(String, HostTensor)]) -> Result<()> {
-    let bytes = to_safetensors(tensors)?;
+    save_safetensors_with_metadata(path, tensors, HashMap::new())
+}
+
+/// [`save_safetensors`] with string metadata in the header.
+pub fn save_safetensors_with_metadata(path: &Path, tensors: &[(String, HostTensor)], metadata: HashMap<String, String>) -> Result<()> {
+    let bytes = to_safetensors_with_metadata(tensors, Some(metadata))?;
     let tmp = path.with_extension("safetensors.partial");
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming {} to {}", tmp.display(), path.display()), e))
