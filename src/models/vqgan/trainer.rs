@@ -245,6 +245,12 @@ impl VqganTrainer {
         layout.params.iter().zip(&self.generator[0]).map(|(p, b)| Ok((p.name.clone(), download(b)?))).collect()
     }
 
+    /// The discriminator's parameters by name.
+    pub fn discriminator_parameters(&self) -> Result<BTreeMap<String, HostTensor>> {
+        let layout = &self.steps.discriminator;
+        layout.params.iter().zip(&self.discriminator[0]).map(|(p, b)| Ok((p.name.clone(), download(b)?))).collect()
+    }
+
     fn all_values(&self) -> Result<Vec<(String, HostTensor)>> {
         let mut out = Vec::new();
         for (layout, buffers, prefix) in [(&self.steps.generator, &self.generator[0], "generator/"), (&self.steps.discriminator, &self.discriminator[0], "discriminator/")] {
