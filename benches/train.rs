@@ -7,9 +7,8 @@
 //!
 //! `tools/jax_dallebart_bench.py` runs the same model and update in JAX for comparison.
 
-use dalle_xla::data::Synthetic;
 use dalle_xla::pjrt::{open_client, ClientOptions};
-use dalle_xla::train::{SyntheticSource, TrainConfig, Trainer};
+use dalle_xla::train::{TrainConfig, Trainer};
 use std::time::Instant;
 
 /// Matmul FLOPs of one training example (forward + backward = 3x forward), attention included.
@@ -58,16 +57,8 @@ fn main() -> anyhow::Result<()> {
         let mut o = overrides.clone();
         o.push(format!("train.steps={}", steps + 3));
         let (config, _) = TrainConfig::load(&path, &o)?;
-        let task = Synthetic {
-            seed: 0,
-            text_vocab: config.model.encoder_vocab_size,
-            image_vocab: config.model.image_vocab_size,
-            text_length: config.model.max_text_length as usize,
-            image_length: config.model.image_length as usize,
-            num_captions: 1024,
-        };
         let started = Instant::now();
-        let mut trainer = Trainer::new(&client, config.clone(), Box::new(SyntheticSource { task, next: 0 }), None)?;
+        let mut trainer = Trainer::new(&client, config.clone())?;
         let compile = started.elapsed().as_secs_f64();
         for _ in 0..3 {
             trainer.train_step()?;

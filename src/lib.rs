@@ -19,6 +19,7 @@ pub mod pjrt;
 pub mod plot;
 pub mod runtime;
 pub mod storage;
+pub mod sweep;
 pub mod train;
 
 pub use dtype::DType;

@@ -11,9 +11,12 @@ fn main() -> std::process::ExitCode {
         .init();
     match cli::run(cli::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<cli::ExitStatus>() {
+            Some(status) => std::process::ExitCode::from(status.0.clamp(1, 255) as u8),
+            None => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -178,3 +178,26 @@ fn legend_lists_series_and_counts_overflow() {
         .count();
     assert!(right_of_area > 0, "legend swatch for the first series");
 }
+
+#[test]
+fn fixed_y_range_cuts_off_scale_points_at_the_frame() {
+    // One curve explodes to 1e6; with the y axis fixed to [0, 10] the other stays readable.
+    let calm: Vec<(f64, f64)> = (0..=10).map(|i| (i as f64, 2.0 + i as f64 * 0.5)).collect();
+    let wild = [(0.0, 3.0), (1.0, 4.0), (2.0, 1e6)];
+    let r = Plot::new("clipped").line("calm", &calm).line("wild", &wild).y_range(0.0, 10.0).render(600, 400).unwrap();
+    assert_eq!((r.y_axis.lo, r.y_axis.hi), (0.0, 10.0));
+    assert_eq!(r.clipped_points, 1);
+    assert_eq!(r.skipped_points, 0);
+    // The calm line spans the lower half diagonally, the wild one leaves through the top.
+    assert!(count_in(&r, series_colour(0), (0.0, 0.2), (0.6, 0.85)) > 0);
+    assert!(count_in(&r, series_colour(0), (0.8, 1.0), (0.15, 0.4)) > 0);
+    let (wx, _) = r.pixel(1.5, 0.0);
+    let top_band = ((wx - r.area.left as f64) / (r.area.right - r.area.left) as f64, 0.0);
+    assert!(count_in(&r, series_colour(1), (top_band.0 - 0.1, top_band.0 + 0.1), (top_band.1, 0.05)) > 0, "the wild line reaches the top edge");
+    // Nothing is drawn above the frame.
+    let above = (0..r.area.top).flat_map(|y| (r.area.left..=r.area.right).map(move |x| (x, y)));
+    assert!(above.into_iter().all(|(x, y)| *r.image.get_pixel(x, y) != series_colour(1)));
+
+    let err = Plot::new("bad range").line("a", &[(1.0, 1.0)]).log_x(true).x_range(0.0, 1.0).render(400, 300).err().unwrap().to_string();
+    assert!(err.contains("x range") && err.contains("positive"), "{err}");
+}

@@ -1,7 +1,7 @@
 //! `scripts/tpu-vm.sh --dry-run`: the gcloud commands it would run, and its
 //! refusals of bad arguments.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn script() -> PathBuf {
@@ -15,7 +15,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// Runs the script with a clean TPU_* environment and TMPDIR in `dir`.
-fn tpu_vm(dir: &PathBuf, args: &[&str]) -> Output {
+fn tpu_vm(dir: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new("bash");
     cmd.arg(script()).args(args).env("TMPDIR", dir);
     for var in ["TPU_ZONE", "TPU_PROJECT", "TPU_NAME", "TPU_TYPE", "TPU_VERSION"] {
@@ -30,7 +30,7 @@ fn ok_lines(out: &Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
 }
 
-fn config(dir: &PathBuf) -> String {
+fn config(dir: &Path) -> String {
     let path = dir.join("mini.yaml");
     std::fs::write(&path, "train: {steps: 10}\n").unwrap();
     path.to_str().unwrap().to_string()

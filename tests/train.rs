@@ -2,8 +2,8 @@
 //! accumulated updates equal the plain single-device update, configs fail clearly.
 mod common;
 use common::*;
-use dalle_xla::data::Synthetic;
-use dalle_xla::train::{BatchSource, MetricsWriter, SyntheticSource, TrainConfig, Trainer};
+use dalle_xla::checkpoint::StopSignal;
+use dalle_xla::train::{fit, FitOptions, Outcome, RunDir, TrainConfig, Trainable, Trainer};
 
 fn tiny(overrides: &[&str]) -> TrainConfig {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
@@ -11,20 +11,8 @@ fn tiny(overrides: &[&str]) -> TrainConfig {
     TrainConfig::load(&path, &overrides).unwrap_or_else(|e| panic!("{e}")).0
 }
 
-fn source(config: &TrainConfig, start: u64) -> Box<dyn BatchSource> {
-    let task = Synthetic {
-        seed: config.train.seed,
-        text_vocab: config.model.encoder_vocab_size,
-        image_vocab: config.model.image_vocab_size,
-        text_length: config.model.max_text_length as usize,
-        image_length: config.model.image_length as usize,
-        num_captions: config.data.num_captions,
-    };
-    Box::new(SyntheticSource { task, next: start })
-}
-
 fn trainer(config: &TrainConfig) -> Trainer {
-    Trainer::new(&client(), config.clone(), source(config, 0), Some(source(config, 0))).unwrap_or_else(|e| panic!("{e}"))
+    Trainer::new(&client(), config.clone()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn max_relative_difference(a: &[(String, dalle_xla::HostTensor)], b: &[(String, dalle_xla::HostTensor)]) -> f64 {
@@ -98,18 +86,75 @@ fn bf16_compute_learns_with_f32_master_weights() {
 }
 
 #[test]
-fn run_logs_metrics_and_evaluates() {
-    let dir = std::env::temp_dir().join(format!("dalle-train-run-{}", std::process::id()));
-    let config = tiny(&["train.steps=20", "train.log_every=5", "train.eval_every=10", "train.devices=2"]);
+fn fit_logs_metrics_evaluates_and_checkpoints() {
+    let url = format!("memory://train-fit-{}/run", std::process::id());
+    let config = tiny(&["train.steps=20", "train.log_every=5", "train.eval_every=10", "train.devices=2", "checkpoint.every_steps=10"]);
     let mut t = trainer(&config);
-    let mut metrics = MetricsWriter::new(&dir).unwrap();
+    let (mut run, restored) = RunDir::open(&url, "config: test", &config.checkpoint, &t.tensor_types()).unwrap();
+    assert!(restored.is_none(), "a new run has nothing to restore");
+    let stop = StopSignal::new();
+    let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop, title: "test".into() };
     let mut seen = Vec::new();
-    t.run(&mut metrics, |m| seen.push(m.clone())).unwrap();
+    let outcome = fit(&mut t, &mut run, &options, |m| seen.push(m.clone())).unwrap();
+    assert_eq!(outcome, Outcome::Finished { step: 20 });
     assert_eq!(seen.iter().map(|m| m.step).collect::<Vec<_>>(), vec![5, 10, 15, 20]);
     assert_eq!(seen.iter().filter(|m| m.eval_loss.is_some()).count(), 2);
-    let lines = std::fs::read_to_string(metrics.path()).unwrap();
-    assert_eq!(lines.lines().count(), 4);
-    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(run.metrics.records().len(), 4);
+    let metrics = run.location.get("metrics.jsonl").unwrap().expect("metrics.jsonl written");
+    assert_eq!(String::from_utf8(metrics).unwrap().lines().count(), 4);
+    assert!(run.location.get("loss.png").unwrap().is_some(), "loss curve written");
+    assert_eq!(run.checkpoints.committed_steps().unwrap(), vec![10, 20]);
+}
+
+#[test]
+fn a_stop_signal_commits_a_checkpoint_and_resuming_continues_exactly() {
+    let url = format!("memory://train-stop-{}/run", std::process::id());
+    let config = tiny(&["train.steps=12", "train.devices=2", "train.eval_every=0", "train.log_every=1", "data.num_captions=64"]);
+    let stop = StopSignal::new();
+    let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop, title: "test".into() };
+
+    // The uninterrupted run.
+    let mut reference = trainer(&config);
+    for _ in 0..12 {
+        reference.train_step().unwrap();
+    }
+
+    // Stopped after 5 updates...
+    let mut first = trainer(&config);
+    let (mut run, _) = RunDir::open(&url, "config: test", &config.checkpoint, &first.tensor_types()).unwrap();
+    let outcome = fit(&mut first, &mut run, &options, |m| {
+        if m.step == 5 {
+            stop.request(dalle_xla::checkpoint::StopReason::Terminate)
+        }
+    });
+    let outcome = outcome.unwrap();
+    assert!(matches!(outcome, Outcome::Stopped { step: 5, .. }), "{outcome:?}");
+    assert_eq!(run.checkpoints.committed_steps().unwrap(), vec![5]);
+    drop(run);
+
+    // ... then resumed by a new trainer from the committed checkpoint.
+    let stop = StopSignal::new();
+    let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop, title: "test".into() };
+    let mut second = trainer(&config);
+    let (mut run, restored) = RunDir::open(&url, "config: test", &config.checkpoint, &second.tensor_types()).unwrap();
+    second.restore(&restored.expect("the stop committed a checkpoint")).unwrap();
+    assert_eq!(second.step, 5);
+    assert_eq!(fit(&mut second, &mut run, &options, |_| {}).unwrap(), Outcome::Finished { step: 12 });
+    assert_eq!(second.values().unwrap(), reference.values().unwrap(), "resumed run must end bit-identical to the uninterrupted one");
+}
+
+#[test]
+fn resuming_with_a_different_model_shape_is_refused() {
+    let url = format!("memory://train-shape-{}/run", std::process::id());
+    let config = tiny(&["train.steps=2", "train.devices=1", "train.eval_every=0"]);
+    let mut t = trainer(&config);
+    let (mut run, _) = RunDir::open(&url, "a", &config.checkpoint, &t.tensor_types()).unwrap();
+    let stop = StopSignal::new();
+    fit(&mut t, &mut run, &FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop, title: "t".into() }, |_| {}).unwrap();
+    drop(run);
+    let wider = trainer(&tiny(&["train.devices=1", "model.d_model=64"]));
+    let err = RunDir::open(&url, "b", &config.checkpoint, &wider.tensor_types()).err().expect("shape change refused");
+    assert!(err.to_string().contains("cannot resume"), "{err}");
 }
 
 #[test]
@@ -122,6 +167,6 @@ fn config_errors_name_the_key() {
     assert!(err("optimizer.kind=sgd").contains("optimizer.kind"), "{}", err("optimizer.kind=sgd"));
     assert!(err("model.d_model=30").contains("model.d_model"), "{}", err("model.d_model=30"));
     assert!(err("train.dtype=f8").contains("train.dtype"));
-    let e = Trainer::new(&client(), tiny(&["train.batch_size=6", "train.devices=4"]), source(&tiny(&[]), 0), None).err().expect("6 over 4 devices");
+    let e = Trainer::new(&client(), tiny(&["train.batch_size=6", "train.devices=4"])).err().expect("6 over 4 devices");
     assert!(e.to_string().contains("train.batch_size"), "{e}");
 }

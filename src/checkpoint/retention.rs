@@ -43,7 +43,7 @@ impl RetentionPolicy {
         steps
             .iter()
             .enumerate()
-            .filter(|(i, step)| *i < recent_from && !self.keep_every.is_some_and(|m| m > 0 && **step % m == 0))
+            .filter(|(i, step)| *i < recent_from && !self.keep_every.is_some_and(|m| m > 0 && step.is_multiple_of(m)))
             .map(|(_, step)| *step)
             .collect()
     }

@@ -33,7 +33,7 @@ impl SaveSchedule {
         if step <= self.last_step {
             return false;
         }
-        let by_steps = self.every_steps.is_some_and(|n| step % n == 0);
+        let by_steps = self.every_steps.is_some_and(|n| step.is_multiple_of(n));
         let by_time = self.every.is_some_and(|d| now.saturating_duration_since(self.last_time) >= d);
         by_steps || by_time
     }

@@ -94,7 +94,14 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ConfigError> {
         // serde names unknown fields in the message; surface them as such.
         if let Some(rest) = message.strip_prefix("unknown field `") {
             let field = rest.split('`').next().unwrap_or_default();
-            let full = if key == "." || key.is_empty() { field.to_string() } else { format!("{key}.{field}") };
+            // The path may already end at the unknown field.
+            let full = if key == "." || key.is_empty() {
+                field.to_string()
+            } else if key == field || key.ends_with(&format!(".{field}")) {
+                key.clone()
+            } else {
+                format!("{key}.{field}")
+            };
             let hint = message.split_once(", expected").map(|(_, e)| format!(" (expected{e})")).unwrap_or_default();
             return ConfigError::UnknownKey { key: full, hint };
         }

@@ -8,26 +8,13 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use std::future::Future;
 
-/// Runs a future to completion from synchronous code. The data pipeline is
-/// synchronous (it runs on its own thread); when called from inside a tokio
-/// runtime, the future runs on a scoped thread so the caller's runtime is not
-/// blocked from within.
+/// Runs a storage future on the process-wide storage runtime (see
+/// [`crate::storage::block_on`]): one runtime, so pooled connections stay valid.
 pub fn block_on<F: Future + Send>(future: F) -> Result<F::Output>
 where
     F::Output: Send,
 {
-    let run = |future: F| -> Result<F::Output> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("cannot start the storage I/O runtime", e))?;
-        Ok(runtime.block_on(future))
-    };
-    if tokio::runtime::Handle::try_current().is_ok() {
-        std::thread::scope(|s| s.spawn(|| run(future)).join().map_err(|_| Error::Invalid("storage I/O thread panicked".into()))?)
-    } else {
-        run(future)
-    }
+    Ok(storage::block_on(future))
 }
 
 /// Splits `a/b/c.json` or `gs://bucket/a/c.json` into the directory part and the file name.

@@ -33,8 +33,13 @@ impl Axis {
     /// Builds an axis covering `[min, max]` (finite, and positive on log axes) plus a
     /// small margin, so data never sits on the frame; ticks are nice values inside it.
     pub fn fit(scale: Scale, min: f64, max: f64, pixel_lo: f64, pixel_hi: f64, max_ticks: usize) -> Axis {
-        let max_ticks = max_ticks.max(2);
         let (lo, hi) = padded(scale, min, max);
+        Axis::fixed(scale, lo, hi, pixel_lo, pixel_hi, max_ticks)
+    }
+
+    /// Builds an axis spanning exactly `[lo, hi]` (`lo < hi`, positive on log axes).
+    pub fn fixed(scale: Scale, lo: f64, hi: f64, pixel_lo: f64, pixel_hi: f64, max_ticks: usize) -> Axis {
+        let max_ticks = max_ticks.max(2);
         let values = match scale {
             Scale::Linear => linear_ticks(lo, hi, max_ticks),
             Scale::Log10 => log_ticks(lo, hi, max_ticks),

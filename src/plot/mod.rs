@@ -92,6 +92,8 @@ pub struct Plot {
     y_label: String,
     x_scale: Scale,
     y_scale: Scale,
+    x_range: Option<(f64, f64)>,
+    y_range: Option<(f64, f64)>,
     series: Vec<Series>,
 }
 
@@ -113,6 +115,8 @@ pub struct Rendered {
     pub y_axis: Axis,
     /// Points that were not drawn: NaN/infinite, or non-positive on a log axis.
     pub skipped_points: usize,
+    /// Points outside an explicit [`Plot::x_range`] / [`Plot::y_range`] (lines to them are cut at the frame).
+    pub clipped_points: usize,
 }
 
 impl Rendered {
@@ -143,6 +147,8 @@ impl Plot {
             y_label: String::new(),
             x_scale: Scale::Linear,
             y_scale: Scale::Linear,
+            x_range: None,
+            y_range: None,
             series: Vec::new(),
         }
     }
@@ -164,6 +170,18 @@ impl Plot {
 
     pub fn log_y(mut self, on: bool) -> Plot {
         self.y_scale = if on { Scale::Log10 } else { Scale::Linear };
+        self
+    }
+
+    /// Fixes the x axis to `[lo, hi]` instead of fitting it to the data.
+    pub fn x_range(mut self, lo: f64, hi: f64) -> Plot {
+        self.x_range = Some((lo, hi));
+        self
+    }
+
+    /// Fixes the y axis to `[lo, hi]`; e.g. to keep one exploding curve from flattening the rest.
+    pub fn y_range(mut self, lo: f64, hi: f64) -> Plot {
+        self.y_range = Some((lo, hi));
         self
     }
 
@@ -203,6 +221,21 @@ impl Plot {
             };
             return Err(Error::Invalid(format!("plot '{}' {why}", self.title)));
         }
+        for (axis, range, scale) in [("x", self.x_range, self.x_scale), ("y", self.y_range, self.y_scale)] {
+            if let Some((lo, hi)) = range {
+                if !(Axis::accepts(scale, lo) && Axis::accepts(scale, hi) && lo < hi) {
+                    return Err(Error::Invalid(format!(
+                        "plot '{}': {axis} range [{lo}, {hi}] must be finite, increasing{}",
+                        self.title,
+                        if scale == Scale::Log10 { " and positive on a log axis" } else { "" }
+                    )));
+                }
+            }
+        }
+        let inside = |(x, y): (f64, f64)| {
+            self.x_range.is_none_or(|(lo, hi)| x >= lo && x <= hi) && self.y_range.is_none_or(|(lo, hi)| y >= lo && y <= hi)
+        };
+        let clipped_points = kept.iter().filter(|p| !inside(**p)).count();
         let (x_min, x_max) = min_max(kept.iter().map(|p| p.0));
         let (y_min, y_max) = min_max(kept.iter().map(|p| p.1));
 
@@ -221,14 +254,11 @@ impl Plot {
         let top = margin + text_height(title_scale) + margin;
         let x_label_h = if self.x_label.is_empty() { 0 } else { text_height(s) + gap };
         let bottom = height - margin - x_label_h - text_height(s) - gap - tick_len as u32;
-        let y_axis = Axis::fit(
-            self.y_scale,
-            y_min,
-            y_max,
-            bottom as f64,
-            top as f64,
-            ((bottom - top) / (40 * s)).clamp(2, 8) as usize,
-        );
+        let y_ticks = ((bottom - top) / (40 * s)).clamp(2, 8) as usize;
+        let y_axis = match self.y_range {
+            Some((lo, hi)) => Axis::fixed(self.y_scale, lo, hi, bottom as f64, top as f64, y_ticks),
+            None => Axis::fit(self.y_scale, y_min, y_max, bottom as f64, top as f64, y_ticks),
+        };
         let y_tick_w = y_axis.ticks.iter().map(|t| text_width(&t.label, s)).max().unwrap_or(0);
         let y_label_w = if self.y_label.is_empty() { 0 } else { text_height(s) + gap };
         let left = margin + y_label_w + y_tick_w + gap + tick_len as u32;
@@ -240,14 +270,11 @@ impl Plot {
             )));
         }
         let right = width - margin - legend_w;
-        let x_axis = Axis::fit(
-            self.x_scale,
-            x_min,
-            x_max,
-            left as f64,
-            right as f64,
-            ((right - left) / (70 * s)).clamp(2, 10) as usize,
-        );
+        let x_ticks = ((right - left) / (70 * s)).clamp(2, 10) as usize;
+        let x_axis = match self.x_range {
+            Some((lo, hi)) => Axis::fixed(self.x_scale, lo, hi, left as f64, right as f64, x_ticks),
+            None => Axis::fit(self.x_scale, x_min, x_max, left as f64, right as f64, x_ticks),
+        };
         let area = PlotArea { left, top, right, bottom };
 
         let mut c = Canvas::new(width, height, BACKGROUND);
@@ -296,17 +323,21 @@ impl Plot {
                 .filter(|p| self.drawable(**p))
                 .map(|&(x, y)| (x_axis.pixel(x), y_axis.pixel(y)))
                 .collect();
+            let frame = (l as f64, t as f64, r as f64, b as f64);
             match series.kind {
                 SeriesKind::Line => {
-                    if pts.len() == 1 {
+                    if pts.len() == 1 && in_rect(pts[0], frame) {
                         c.disc(pts[0], 2 * s as i64, colour);
                     }
                     for w in pts.windows(2) {
-                        c.line(w[0], w[1], 2 * s as i64, colour);
+                        // Cut segments at the frame first: an off-scale point may be millions of pixels away.
+                        if let Some((a, b)) = clip_segment(w[0], w[1], frame) {
+                            c.line(a, b, 2 * s as i64, colour);
+                        }
                     }
                 }
                 SeriesKind::Scatter => {
-                    for p in &pts {
+                    for p in pts.iter().filter(|p| in_rect(**p, frame)) {
                         c.disc(*p, 3 * s as i64, colour);
                     }
                 }
@@ -334,7 +365,7 @@ impl Plot {
             c.text(lx, y, &format!("+{} more", self.series.len() - shown), s, FOREGROUND);
         }
 
-        Ok(Rendered { image: c.image, area, x_axis, y_axis, skipped_points })
+        Ok(Rendered { image: c.image, area, x_axis, y_axis, skipped_points, clipped_points })
     }
 
     /// Renders and writes a PNG file.
@@ -344,6 +375,31 @@ impl Plot {
         std::fs::write(path, bytes).map_err(|e| Error::io(format!("cannot write plot {}", path.display()), e))?;
         Ok(rendered)
     }
+}
+
+fn in_rect((x, y): (f64, f64), (l, t, r, b): (f64, f64, f64, f64)) -> bool {
+    x >= l && x <= r && y >= t && y <= b
+}
+
+/// The part of segment a-b inside the rectangle (Liang-Barsky), if any.
+fn clip_segment(a: (f64, f64), b: (f64, f64), (l, t, r, bottom): (f64, f64, f64, f64)) -> Option<((f64, f64), (f64, f64))> {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let (mut t0, mut t1) = (0.0f64, 1.0f64);
+    for (p, q) in [(-dx, a.0 - l), (dx, r - a.0), (-dy, a.1 - t), (dy, bottom - a.1)] {
+        if p == 0.0 {
+            if q < 0.0 {
+                return None;
+            }
+        } else {
+            let u = q / p;
+            if p < 0.0 {
+                t0 = t0.max(u);
+            } else {
+                t1 = t1.min(u);
+            }
+        }
+    }
+    (t0 <= t1).then_some(((a.0 + t0 * dx, a.1 + t0 * dy), (a.0 + t1 * dx, a.1 + t1 * dy)))
 }
 
 fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {

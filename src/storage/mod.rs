@@ -18,7 +18,7 @@ pub use runtime::block_on;
 
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -52,6 +52,27 @@ impl Location {
     /// A location for the sub-directory `name`.
     pub fn join(&self, name: &str) -> Location {
         Location { store: self.store.clone(), prefix: self.child(name), url: format!("{}/{}", self.url.trim_end_matches('/'), name) }
+    }
+
+    /// Writes the whole object `name` (small files: configs, metrics, plots).
+    pub fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let path = self.child(name);
+        block_on(async { self.store.put(&path, bytes.into()).await })
+            .map(|_| ())
+            .map_err(|source| StorageError::Store { location: format!("{}/{name}", self.url.trim_end_matches('/')), source })
+    }
+
+    /// Reads the whole object `name`; `None` when it does not exist.
+    pub fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let path = self.child(name);
+        let result = block_on(async {
+            match self.store.get(&path).await {
+                Ok(r) => r.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        result.map(|b| b.map(|b| b.to_vec())).map_err(|source| StorageError::Store { location: format!("{}/{name}", self.url.trim_end_matches('/')), source })
     }
 }
 

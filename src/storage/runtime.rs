@@ -21,10 +21,20 @@ fn runtime() -> &'static Runtime {
     })
 }
 
-/// Runs a storage future to completion on the shared runtime.
-///
-/// Must not be called from inside an async task (that would block a runtime
-/// worker); every caller in this crate is a plain thread.
-pub fn block_on<F: Future>(future: F) -> F::Output {
-    runtime().block_on(future)
+/// Runs a storage future to completion on the shared runtime, from any
+/// synchronous code. Called from inside another tokio runtime (where blocking
+/// the thread is not allowed), the wait happens on a scoped helper thread.
+pub fn block_on<F: Future + Send>(future: F) -> F::Output
+where
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|s| {
+            s.spawn(|| runtime().block_on(future))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    } else {
+        runtime().block_on(future)
+    }
 }

@@ -1,5 +1,7 @@
 //! The training config: one YAML file per model size in `configs/`.
 
+use crate::checkpoint::CheckpointConfig;
+use crate::data::DataConfig;
 use crate::models::dallebart::DalleBartConfig;
 use crate::optim::OptimizerConfig;
 use serde::{Deserialize, Serialize};
@@ -13,6 +15,8 @@ pub struct TrainConfig {
     pub train: LoopConfig,
     #[serde(default)]
     pub data: DataConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,7 +44,7 @@ pub struct LoopConfig {
     pub eval_every: u64,
     #[serde(default = "default_eval_batches")]
     pub eval_batches: u64,
-    /// Run directory (config, metrics, checkpoints).
+    /// Run directory (config, metrics, checkpoints): a local path, `gs://`, `s3://` or `memory://` URL.
     #[serde(default = "default_run_dir")]
     pub run_dir: String,
 }
@@ -59,30 +63,6 @@ fn default_eval_batches() -> u64 {
 }
 fn default_run_dir() -> String {
     "checkpoints/run".into()
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataConfig {
-    /// `synthetic`: captions and image tokens generated from the seed.
-    #[serde(default = "default_kind")]
-    pub kind: String,
-    /// Synthetic: number of distinct training captions.
-    #[serde(default = "default_captions")]
-    pub num_captions: u64,
-}
-
-fn default_kind() -> String {
-    "synthetic".into()
-}
-fn default_captions() -> u64 {
-    64
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        DataConfig { kind: default_kind(), num_captions: default_captions() }
-    }
 }
 
 impl TrainConfig {
@@ -112,12 +92,8 @@ impl TrainConfig {
         if t.log_every == 0 {
             return Err("train.log_every must be at least 1".into());
         }
-        if self.data.kind != "synthetic" {
-            return Err(format!("data.kind '{}' is not supported (supported: synthetic)", self.data.kind));
-        }
-        if self.data.num_captions == 0 {
-            return Err("data.num_captions must be at least 1".into());
-        }
+        self.data.validate()?;
+        self.checkpoint.validate()?;
         Ok(())
     }
 }

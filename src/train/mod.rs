@@ -1,13 +1,16 @@
-//! Training DalleBart: config, compiled step programs, batch sources, the loop, metrics.
+//! Training: the shared loop ([`fit`]) and run directory ([`RunDir`]), and the
+//! DalleBart trainer with its compiled step programs.
 
 mod config;
+mod fit;
 mod metrics;
-mod source;
+mod run_dir;
 mod step;
 mod trainer;
 
-pub use config::{DataConfig, LoopConfig, TrainConfig};
-pub use metrics::{MetricsWriter, StepMetrics};
-pub use source::{BatchSource, SyntheticSource};
+pub use config::{LoopConfig, TrainConfig};
+pub use fit::{fit, FitOptions, Outcome, StepRecord, Trainable};
+pub use metrics::{MetricsLog, StepMetrics, LOSS_PLOT_FILE, METRICS_FILE};
+pub use run_dir::{RunDir, CONFIG_FILE};
 pub use step::{compile_step_programs, StepLayout, StepPrograms, StepSetup};
-pub use trainer::{StepResult, Trainer};
+pub use trainer::Trainer;

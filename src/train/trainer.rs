@@ -1,12 +1,14 @@
-//! The training loop: compile the step, initialise (or restore) the weights on
-//! every device, then feed batches, log, evaluate and checkpoint until done.
+//! DalleBart training on a data-parallel set of devices: the compiled step
+//! programs, the weights on every device and the data loaders. The loop that
+//! drives it (logging, evaluation, checkpoints) is [`super::fit`].
 
 use super::config::TrainConfig;
-use super::metrics::{MetricsWriter, StepMetrics};
-use super::source::BatchSource;
+use super::fit::{StepRecord, Trainable};
 use super::step::{compile_step_programs, StepLayout, StepPrograms, StepSetup};
-use crate::data::Batch;
+use crate::checkpoint::{Checkpoint, CheckpointMeta};
+use crate::data::{Batch, DataPosition, Dataset, Loader, LoaderSpec};
 use crate::error::{Error, Result};
+use crate::graph::TensorType;
 use crate::host::HostTensor;
 use crate::models::dallebart::DalleBart;
 use crate::nn::Precision;
@@ -14,14 +16,6 @@ use crate::pjrt::{Buffer, Client};
 use crate::runtime::{download, Program};
 use crate::DType;
 use std::time::Instant;
-
-/// Result of one update.
-#[derive(Clone, Copy, Debug)]
-pub struct StepResult {
-    pub loss: f64,
-    pub grad_norm: f64,
-    pub lr: f64,
-}
 
 pub struct Trainer {
     pub config: TrainConfig,
@@ -33,13 +27,14 @@ pub struct Trainer {
     pub step: u64,
     /// Examples consumed so far.
     pub samples_seen: u64,
-    train_data: Box<dyn BatchSource>,
-    eval_data: Option<Box<dyn BatchSource>>,
+    dataset: Dataset,
+    train_data: Loader,
+    eval_data: Option<Loader>,
 }
 
 impl Trainer {
-    /// Compiles the programs and puts freshly initialised weights on every device.
-    pub fn new(client: &Client, config: TrainConfig, train_data: Box<dyn BatchSource>, eval_data: Option<Box<dyn BatchSource>>) -> Result<Trainer> {
+    /// Opens the data, compiles the programs and puts freshly initialised weights on every device.
+    pub fn new(client: &Client, config: TrainConfig) -> Result<Trainer> {
         config.validate().map_err(Error::Invalid)?;
         let t = &config.train;
         let replicas = if t.devices == 0 { client.device_count() } else { t.devices };
@@ -57,6 +52,25 @@ impl Trainer {
                 t.batch_size, t.gradient_accumulation
             )));
         }
+        let hosts = config.data.host_count.max(1);
+        if t.batch_size % (per_update * hosts) != 0 {
+            return Err(Error::Invalid(format!(
+                "train.batch_size ({}) must be divisible by devices x train.gradient_accumulation x data.host_count ({replicas} x {} x {hosts})",
+                t.batch_size, t.gradient_accumulation
+            )));
+        }
+        let m = &config.model;
+        let spec = LoaderSpec {
+            batch_size: t.batch_size / t.gradient_accumulation / hosts,
+            seed: t.seed,
+            text_length: m.max_text_length as usize,
+            image_length: m.image_length as usize,
+            image_vocab: m.image_vocab_size,
+            text_vocab: m.encoder_vocab_size,
+        };
+        let dataset = Dataset::open(&config.data, spec)?;
+        let train_data = dataset.train_loader(None)?;
+        let eval_data = if t.eval_every > 0 { dataset.eval_loader()? } else { None };
         let compute = DType::parse(&t.dtype).ok_or_else(|| Error::Invalid(format!("train.dtype must be f32 or bf16, got '{}'", t.dtype)))?;
         let model = DalleBart::new(config.model.clone(), Precision { compute });
         let optimizer = config.optimizer.build().map_err(Error::Invalid)?;
@@ -77,7 +91,7 @@ impl Trainer {
             programs.layout.params.len(),
             programs.layout.params.iter().map(|p| p.ty.numel()).sum::<i64>() as f64 / 1e6
         );
-        let mut trainer = Trainer { config, replicas, programs, device_state: Vec::new(), step: 0, samples_seen: 0, train_data, eval_data };
+        let mut trainer = Trainer { config, replicas, programs, device_state: Vec::new(), step: 0, samples_seen: 0, dataset, train_data, eval_data };
         let initial = trainer.initial_values();
         trainer.load_values(&initial)?;
         Ok(trainer)
@@ -139,12 +153,14 @@ impl Trainer {
         self.programs.layout.params.iter().map(|p| p.ty.numel()).sum()
     }
 
-    pub fn train_data(&self) -> &dyn BatchSource {
-        self.train_data.as_ref()
+    /// Rows read and skipped by the training stream so far.
+    pub fn data_counts(&self) -> &crate::data::DataCounts {
+        self.train_data.counts()
     }
 
-    pub fn train_data_mut(&mut self) -> &mut dyn BatchSource {
-        self.train_data.as_mut()
+    /// Where the training stream stands (saved with checkpoints).
+    pub fn data_position(&self) -> &DataPosition {
+        self.train_data.position()
     }
 
     /// Uploads each device's shard of `batch`.
@@ -166,14 +182,13 @@ impl Trainer {
     }
 
     /// One update: `gradient_accumulation` micro-batches, then the optimizer step.
-    pub fn train_step(&mut self) -> Result<StepResult> {
+    pub fn train_step(&mut self) -> Result<StepRecord> {
         let lr = self.config.optimizer.schedule.lr(self.config.optimizer.learning_rate, self.step);
         let micro = self.config.train.gradient_accumulation;
-        let per_micro = self.config.train.batch_size / micro;
         let scalars = self.scalars(lr)?;
         let mut state = std::mem::take(&mut self.device_state);
         let outputs = if let Some(train) = &self.programs.train {
-            let batch = self.train_data.next_batch(per_micro)?;
+            let batch = self.train_data.next_batch()?;
             let inputs = self.upload_batch(&batch)?;
             Self::execute(train, &inputs, &state, &scalars)
         } else {
@@ -183,7 +198,7 @@ impl Trainer {
             let n_params = self.programs.layout.params.len();
             let mut result = Ok(());
             for _ in 0..micro {
-                let inputs = match self.train_data.next_batch(per_micro).and_then(|b| self.upload_batch(&b)) {
+                let inputs = match self.train_data.next_batch().and_then(|b| self.upload_batch(&b)) {
                     Ok(i) => i,
                     Err(e) => {
                         result = Err(e);
@@ -225,19 +240,19 @@ impl Trainer {
         self.device_state = outputs;
         self.step += 1;
         self.samples_seen += self.config.train.batch_size as u64;
-        Ok(StepResult { loss, grad_norm, lr })
+        Ok(StepRecord { loss, grad_norm, lr, samples: self.config.train.batch_size as u64, ..Default::default() })
     }
 
     /// Mean loss over `eval_batches` held-out batches (the same batches every time).
     pub fn evaluate(&mut self) -> Result<Option<f64>> {
-        let (Some(program), Some(data)) = (&self.programs.eval, self.eval_data.as_mut()) else { return Ok(None) };
-        data.restart()?;
-        let per_micro = self.config.train.batch_size / self.config.train.gradient_accumulation;
+        let (Some(program), Some(_)) = (&self.programs.eval, self.eval_data.as_ref()) else { return Ok(None) };
+        // A fresh loader, so every evaluation sees the same batches.
+        let mut data = self.dataset.eval_loader()?.ok_or_else(|| Error::Invalid("the validation split disappeared".into()))?;
         let n_params = self.programs.layout.params.len();
         let mut total = 0.0;
         let batches = self.config.train.eval_batches.max(1);
         for _ in 0..batches {
-            let batch = data.next_batch(per_micro)?;
+            let batch = data.next_batch()?;
             let shards = batch.shard(self.replicas)?;
             let inputs: Vec<Vec<Buffer>> = shards
                 .iter()
@@ -251,35 +266,57 @@ impl Trainer {
         }
         Ok(Some(total / batches as f64))
     }
+}
 
-    /// Trains until `train.steps`, logging every `log_every` updates and evaluating
-    /// every `eval_every`; `on_log` sees every logged record.
-    pub fn run(&mut self, metrics: &mut MetricsWriter, mut on_log: impl FnMut(&StepMetrics)) -> Result<()> {
-        let mut window = (Instant::now(), 0u64);
-        while self.step < self.config.train.steps {
-            let r = self.train_step()?;
-            window.1 += 1;
-            if !r.loss.is_finite() {
-                return Err(Error::Invalid(format!("the loss became {} at step {}", r.loss, self.step)));
-            }
-            let t = &self.config.train;
-            let eval_due = t.eval_every > 0 && (self.step % t.eval_every == 0 || self.step == t.steps);
-            if self.step % t.log_every == 0 || eval_due || self.step == t.steps {
-                let eval_loss = if eval_due { self.evaluate()? } else { None };
-                let secs = window.0.elapsed().as_secs_f64().max(1e-9);
-                let m = StepMetrics {
-                    step: self.step,
-                    loss: r.loss,
-                    lr: r.lr,
-                    grad_norm: r.grad_norm,
-                    samples_per_sec: (window.1 * self.config.train.batch_size as u64) as f64 / secs,
-                    eval_loss,
-                };
-                metrics.append(&m)?;
-                on_log(&m);
-                window = (Instant::now(), 0);
-            }
-        }
+impl Trainable for Trainer {
+    fn step(&self) -> u64 {
+        self.step
+    }
+
+    fn train_step(&mut self) -> Result<StepRecord> {
+        Trainer::train_step(self)
+    }
+
+    fn evaluate(&mut self) -> Result<Option<f64>> {
+        Trainer::evaluate(self)
+    }
+
+    fn snapshot(&self) -> Result<Checkpoint> {
+        let position = serde_json::to_value(self.train_data.position()).map_err(|e| Error::Invalid(format!("data position: {e}")))?;
+        Ok(Checkpoint {
+            step: self.step,
+            tensors: self.values()?,
+            meta: CheckpointMeta {
+                samples_seen: self.samples_seen,
+                data_position: position,
+                // Training draws no random numbers on device (no dropout); the seed fixes initialisation and data order.
+                rng: serde_json::json!({ "seed": self.config.train.seed }),
+                ..Default::default()
+            },
+        })
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let by_name: std::collections::HashMap<&str, &HostTensor> = checkpoint.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let values = self
+            .programs
+            .layout
+            .names()
+            .iter()
+            .map(|n| by_name.get(n.as_str()).map(|t| (*t).clone()).ok_or_else(|| Error::Invalid(format!("the checkpoint has no tensor '{n}'"))))
+            .collect::<Result<Vec<_>>>()?;
+        self.load_values(&values)?;
+        let position: DataPosition = serde_json::from_value(checkpoint.meta.data_position.clone())
+            .map_err(|e| Error::Invalid(format!("the checkpoint's data position is unreadable: {e}")))?;
+        self.train_data = self.dataset.train_loader(Some(&position))?;
+        self.step = checkpoint.step;
+        self.samples_seen = checkpoint.meta.samples_seen;
         Ok(())
+    }
+
+    fn tensor_types(&self) -> Vec<(String, TensorType)> {
+        let layout = &self.programs.layout;
+        let types = layout.params.iter().map(|p| p.ty.clone()).chain(layout.state.iter().map(|(_, s)| s.ty.clone()));
+        layout.names().into_iter().zip(types).collect()
     }
 }

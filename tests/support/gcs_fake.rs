@@ -57,10 +57,13 @@ struct InjectedFault {
     method: Option<String>,
 }
 
+/// An upload in progress: bucket, key and the parts received by number.
+type Upload = (String, String, BTreeMap<u32, Vec<u8>>);
+
 #[derive(Default)]
 struct State {
     objects: BTreeMap<(String, String), Object>,
-    uploads: HashMap<String, (String, String, BTreeMap<u32, Vec<u8>>)>,
+    uploads: HashMap<String, Upload>,
     next_generation: u64,
     next_upload: u64,
     faults: VecDeque<InjectedFault>,
@@ -366,10 +369,9 @@ fn list(st: &State, req: &Request, bucket: &str) -> Response {
     }
     let after = if token.is_empty() { start_after } else { token };
     let mut body = String::from("<ListBucketResult>");
-    let mut count = 0;
     let mut last: Option<&String> = None;
     let mut next = None;
-    for (name, entry) in entries.iter().filter(|(k, _)| after.is_empty() || k.as_str() > after) {
+    for (count, (name, entry)) in entries.iter().filter(|(k, _)| after.is_empty() || k.as_str() > after).enumerate() {
         if count == page {
             next = last.cloned();
             break;
@@ -385,7 +387,6 @@ fn list(st: &State, req: &Request, bucket: &str) -> Response {
             None => body.push_str(&format!("<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>", escape(name))),
         }
         last = Some(name);
-        count += 1;
     }
     if let Some(token) = next {
         body.push_str(&format!("<NextContinuationToken>{}</NextContinuationToken>", escape(&token)));

@@ -1,0 +1,123 @@
+//! The training loop every model shares, top to bottom: resume, then until
+//! the last step: stop if asked, update, log, evaluate, checkpoint on schedule;
+//! finally a last checkpoint. The model side is the [`Trainable`] trait.
+
+use super::config::LoopConfig;
+use super::metrics::StepMetrics;
+use super::run_dir::RunDir;
+use crate::checkpoint::{Checkpoint, CheckpointConfig, StopReason, StopSignal};
+use crate::error::{Error, Result};
+use crate::graph::TensorType;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// What one update reports.
+#[derive(Clone, Debug, Default)]
+pub struct StepRecord {
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    /// Examples consumed by this update.
+    pub samples: u64,
+    pub extra: BTreeMap<String, f64>,
+}
+
+/// A model being trained: its compiled steps, weights on device and data.
+pub trait Trainable {
+    /// Updates applied so far.
+    fn step(&self) -> u64;
+    /// One update.
+    fn train_step(&mut self) -> Result<StepRecord>;
+    /// Loss on the validation set; `None` when there is none.
+    fn evaluate(&mut self) -> Result<Option<f64>>;
+    /// Tensors and run state to save (config and wall time are filled in by the loop).
+    fn snapshot(&self) -> Result<Checkpoint>;
+    /// Continues from a checkpoint (its tensors were checked against [`Self::tensor_types`]).
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()>;
+    /// Names and types of the tensors a checkpoint of this model holds.
+    fn tensor_types(&self) -> Vec<(String, TensorType)>;
+}
+
+/// How a call of [`fit`] ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Outcome {
+    Finished { step: u64 },
+    /// A stop signal arrived; a checkpoint of `step` was committed.
+    Stopped { step: u64, reason: StopReason },
+    /// The loss became NaN or infinite at `step`; nothing was saved after it.
+    Diverged { step: u64, loss: f64 },
+}
+
+pub struct FitOptions<'a> {
+    pub train: &'a LoopConfig,
+    pub checkpoint: &'a CheckpointConfig,
+    pub stop: &'a StopSignal,
+    /// Title of the loss plot.
+    pub title: String,
+}
+
+/// Trains `model` in `run` until `train.steps`, a stop signal or divergence.
+pub fn fit(model: &mut dyn Trainable, run: &mut RunDir, opts: &FitOptions, mut on_log: impl FnMut(&StepMetrics)) -> Result<Outcome> {
+    let session = Instant::now();
+    let t = opts.train;
+    let mut schedule = opts.checkpoint.schedule(model.step(), Instant::now()).map_err(Error::Invalid)?;
+    let mut last_saved = None;
+    let mut window = (Instant::now(), 0u64);
+
+    while model.step() < t.steps {
+        if let Some(reason) = opts.stop.reason() {
+            tracing::warn!("stopping at step {} ({reason:?}): writing a final checkpoint", model.step());
+            save(&*model, run, session.elapsed().as_secs_f64(), &mut last_saved)?;
+            run.checkpoints.wait()?;
+            return Ok(Outcome::Stopped { step: model.step(), reason });
+        }
+        let r = model.train_step()?;
+        window.1 += r.samples;
+        let step = model.step();
+        if !r.loss.is_finite() {
+            return Ok(Outcome::Diverged { step, loss: r.loss });
+        }
+        let eval_due = t.eval_every > 0 && (step % t.eval_every == 0 || step == t.steps);
+        if step % t.log_every == 0 || eval_due || step == t.steps {
+            let eval_loss = if eval_due { model.evaluate()? } else { None };
+            let m = StepMetrics {
+                step,
+                loss: r.loss,
+                lr: r.lr,
+                grad_norm: r.grad_norm,
+                samples_per_sec: window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9),
+                eval_loss,
+                extra: r.extra,
+            };
+            run.metrics.append(m.clone())?;
+            if eval_due {
+                run.metrics.write_plot(&opts.title)?;
+            }
+            on_log(&m);
+            window = (Instant::now(), 0);
+        }
+        if schedule.due(step, Instant::now()) {
+            save(&*model, run, session.elapsed().as_secs_f64(), &mut last_saved)?;
+            schedule.mark_saved(step, Instant::now());
+        }
+    }
+    save(&*model, run, session.elapsed().as_secs_f64(), &mut last_saved)?;
+    run.checkpoints.wait()?;
+    run.metrics.write_plot(&opts.title)?;
+    Ok(Outcome::Finished { step: model.step() })
+}
+
+/// Hands a checkpoint of the current step to the background writer (once per step).
+fn save(model: &dyn Trainable, run: &RunDir, session_secs: f64, last_saved: &mut Option<u64>) -> Result<()> {
+    if *last_saved == Some(model.step()) {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut ckpt = model.snapshot()?;
+    ckpt.meta.config_yaml = run.config_yaml.clone();
+    ckpt.meta.wall_secs = run.earlier_wall_secs + session_secs;
+    run.checkpoints.save(ckpt)?;
+    tracing::info!("checkpoint of step {} handed to the writer; training paused {:.0} ms for it", model.step(), started.elapsed().as_secs_f64() * 1e3);
+    *last_saved = Some(model.step());
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! The run directory every trainer shares: `config.yaml`, `metrics.jsonl`,
+//! `loss.png` and `checkpoints/`, on local disk or any object store.
+
+use super::metrics::MetricsLog;
+use crate::checkpoint::{changed_config_keys, check_compatible, CheckpointConfig, CheckpointManager, Checkpoint};
+use crate::error::{Error, Result};
+use crate::graph::TensorType;
+use crate::storage::{self, Location, RetryPolicy};
+
+pub const CONFIG_FILE: &str = "config.yaml";
+
+pub struct RunDir {
+    pub location: Location,
+    pub checkpoints: CheckpointManager,
+    pub metrics: MetricsLog,
+    /// The config of this session, as YAML (stored in every checkpoint).
+    pub config_yaml: String,
+    /// Training wall time of earlier sessions of this run.
+    pub earlier_wall_secs: f64,
+}
+
+impl RunDir {
+    /// Opens (creating if needed) the run at `url` and restores its newest
+    /// committed checkpoint, if any, after checking that its tensors have the
+    /// `expected` names and shapes. Returns the run and that checkpoint.
+    pub fn open(url: &str, config_yaml: &str, checkpoint: &CheckpointConfig, expected: &[(String, TensorType)]) -> Result<(RunDir, Option<Checkpoint>)> {
+        let location = storage::open(url)?;
+        let checkpoints = CheckpointManager::open_with(&location, checkpoint.retention(), checkpoint.write_options(RetryPolicy::default()))?;
+        let report = checkpoints.restore_latest_report()?;
+        for skipped in &report.skipped {
+            tracing::warn!("checkpoint of step {} in {} is damaged and was skipped: {}", skipped.step, location.url, skipped.reason);
+        }
+        let restored = report.checkpoint;
+        if let Some(ckpt) = &restored {
+            check_compatible(ckpt, expected).map_err(|e| {
+                Error::Invalid(format!("the run {} cannot resume with this config: {e}. Use a new run directory for a different model", location.url))
+            })?;
+            match changed_config_keys(&ckpt.meta.config_yaml, config_yaml) {
+                Ok(keys) if !keys.is_empty() => tracing::info!("resuming with config changes (allowed, shapes unchanged): {}", keys.join(", ")),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot compare the saved config with this one: {e}"),
+            }
+            tracing::info!("resuming {} from step {}", location.url, ckpt.step);
+        } else {
+            tracing::info!("starting a new run in {}", location.url);
+        }
+        location.put(CONFIG_FILE, config_yaml.as_bytes().to_vec())?;
+        let resume_step = restored.as_ref().map_or(0, |c| c.step);
+        let metrics = MetricsLog::open(&location, resume_step)?;
+        let earlier_wall_secs = restored.as_ref().map_or(0.0, |c| c.meta.wall_secs);
+        Ok((RunDir { location, checkpoints, metrics, config_yaml: config_yaml.to_string(), earlier_wall_secs }, restored))
+    }
+}
