@@ -3,10 +3,13 @@
 //! errors name the key.
 mod common;
 use common::*;
+use dalle_xla::checkpoint::StopSignal;
 use dalle_xla::data::images::{ImageIndex, ImageLoader, LoaderOptions};
 use dalle_xla::data::shapes;
-use dalle_xla::models::vqgan::{load_weights, psnr, VqganCodec, VqganTrainConfig, VqganTrainer, CHECKPOINT_FILE};
+use dalle_xla::models::vqgan::{checkpoint_weights, load_weights, psnr, weights_file, VqganCodec, VqganTrainConfig, VqganTrainer};
+use dalle_xla::train::{fit, FitOptions, Outcome, RunDir, StepMetrics, Trainable};
 use dalle_xla::HostTensor;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -37,9 +40,22 @@ fn loader(data: &Path, batch: usize, seed: u64, shuffle: bool) -> ImageLoader {
     ImageLoader::start(ImageIndex::open(data).unwrap(), options).unwrap()
 }
 
-fn mean_psnr(trainer: &VqganTrainer, eval: &[HostTensor]) -> f64 {
-    let mse: f64 = eval.iter().map(|b| trainer.reconstruction_mse(b).unwrap()).sum::<f64>() / eval.len() as f64;
-    psnr(mse)
+/// Opens the run directory (resuming its newest checkpoint) and trains to `train.steps` with the shared loop.
+fn train(trainer: &mut VqganTrainer, config: &VqganTrainConfig) -> (Outcome, Vec<StepMetrics>) {
+    let yaml = serde_yaml::to_string(config).unwrap();
+    let (mut run, restored) = RunDir::open(&config.train.run_dir, &yaml, &config.checkpoint, &trainer.tensor_types()).unwrap();
+    if let Some(ckpt) = &restored {
+        trainer.restore(ckpt).unwrap();
+    }
+    let stop = StopSignal::new();
+    let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop, title: "vqgan test".into() };
+    let mut logged = Vec::new();
+    let outcome = fit(trainer, &mut run, &options, |m| {
+        println!("{m:?}");
+        logged.push(m.clone());
+    })
+    .unwrap();
+    (outcome, logged)
 }
 
 /// Threshold the trained model must reach on held-out shapes images.
@@ -52,21 +68,25 @@ fn tiny_vqgan_learns_to_reconstruct_shapes() {
     shapes::generate(256, 32, 1, &train_dir).unwrap();
     shapes::generate(16, 32, 2, &eval_dir).unwrap();
     let steps = 300;
-    let cfg = config(&train_dir, &root.join("run"), &[&format!("train.steps={steps}"), "loss.disc_start=100000"]);
-    let mut trainer = VqganTrainer::new(&client(), cfg).unwrap();
-    let eval: Vec<HostTensor> = loader(&eval_dir, 8, 0, false).take(2).map(|b| b.unwrap().pixels).collect();
-
-    let before = mean_psnr(&trainer, &eval);
-    let mut batches = loader(&train_dir, 8, 0, true);
+    let eval_set = format!("data.eval_images={}", eval_dir.display());
+    let cfg = config(&train_dir, &root.join("run"), &[&format!("train.steps={steps}"), "loss.disc_start=100000", &eval_set, "train.eval_every=150"]);
+    let mut trainer = VqganTrainer::new(&client(), cfg.clone()).unwrap();
+    let before = psnr(trainer.eval_mse().unwrap().unwrap());
     let started = std::time::Instant::now();
-    trainer.run(&mut batches, &eval, |s| println!("{s:?}")).unwrap();
-    let after = mean_psnr(&trainer, &eval);
+    let (outcome, logged) = train(&mut trainer, &cfg);
+    assert_eq!(outcome, Outcome::Finished { step: steps });
+    let after = psnr(trainer.eval_mse().unwrap().unwrap());
+    assert_eq!(logged.last().and_then(|m| m.eval_loss).map(psnr), Some(after), "the loop's last evaluation is the final PSNR");
     println!("PSNR on held-out shapes: untrained {before:.2} dB, after {steps} steps {after:.2} dB (threshold {PSNR_THRESHOLD_DB} dB), {:.1?}", started.elapsed());
     assert!(before < PSNR_THRESHOLD_DB - 5.0, "the untrained model is already at {before:.2} dB");
     assert!(after >= PSNR_THRESHOLD_DB, "trained PSNR {after:.2} dB is below {PSNR_THRESHOLD_DB} dB");
 
     // The exported weights reproduce the trained model's reconstructions.
-    let (model, weights, _) = load_weights(&root.join("run")).unwrap();
+    let eval: Vec<HostTensor> = loader(&eval_dir, 8, 0, false).take(1).map(|b| b.unwrap().pixels).collect();
+    let params: Vec<(String, HostTensor)> = trainer.parameters().unwrap().into_iter().collect();
+    let file = root.join("vqgan.safetensors");
+    std::fs::write(&file, weights_file(&cfg.model, &params).unwrap()).unwrap();
+    let (model, weights) = load_weights(&file).unwrap();
     let codec = VqganCodec::new(&client(), model, &weights, "run", 8, 1).unwrap();
     let recon = codec.reconstruct(&eval[0]).unwrap();
     let mse: f64 = recon.to_f64_vec().iter().zip(eval[0].to_f64_vec()).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / recon.numel() as f64;
@@ -82,27 +102,38 @@ fn gan_phase_trains_the_discriminator_and_resumes_from_the_checkpoint() {
     let run = root.join("run");
     // Two devices: the gradients are averaged across replicas.
     let extra = ["train.steps=3", "loss.disc_start=1", "train.devices=2", "discriminator.n_layers=2", "discriminator.ndf=32"];
-    let mut trainer = VqganTrainer::new(&client(), config(&data, &run, &extra)).unwrap();
+    let cfg = config(&data, &run, &extra);
+    let mut trainer = VqganTrainer::new(&client(), cfg.clone()).unwrap();
     let d_before: Vec<HostTensor> = trainer_discriminator(&trainer);
-    let mut batches = loader(&data, 8, 0, true);
-    let mut logged = Vec::new();
-    trainer.run(&mut batches, &[], |s| logged.push(s.clone())).unwrap();
+    let (outcome, logged) = train(&mut trainer, &cfg);
+    assert_eq!(outcome, Outcome::Finished { step: 3 });
     let last = logged.last().expect("the last step is logged");
-    for key in ["loss", "l1", "codebook", "g_loss", "d_weight", "d_loss", "logits_real", "logits_fake"] {
-        assert!(last.get(key).is_some_and(|v| v.is_finite()), "{key} missing or not finite in {last:?}");
+    assert!(last.loss.is_finite());
+    for key in ["l1", "codebook", "g_loss", "d_weight", "d_loss", "logits_real", "logits_fake"] {
+        assert!(last.extra.get(key).is_some_and(|v| v.is_finite()), "{key} missing or not finite in {last:?}");
     }
-    let d_weight = last["d_weight"];
+    let d_weight = last.extra["d_weight"];
     assert!((0.0..=0.75 * 1e4).contains(&d_weight), "adaptive weight {d_weight} outside [0, disc_weight * 1e4]");
     let d_after = trainer_discriminator(&trainer);
     assert_ne!(d_before, d_after, "the discriminator did not change in the GAN phase");
-    assert!(run.join(CHECKPOINT_FILE).exists());
 
-    // A new trainer on the same run directory continues from step 3 with the same weights.
+    // A new trainer on the same run directory resumes at step 3 with the same
+    // weights, and goes on to step 4.
     let params = trainer.parameters().unwrap();
-    let resumed = VqganTrainer::new(&client(), config(&data, &run, &extra)).unwrap();
+    let longer = config(&data, &run, &[&extra[..], &["train.steps=4"]].concat());
+    let mut resumed = VqganTrainer::new(&client(), longer.clone()).unwrap();
+    let yaml = serde_yaml::to_string(&longer).unwrap();
+    let (_, restored) = RunDir::open(&longer.train.run_dir, &yaml, &longer.checkpoint, &resumed.tensor_types()).unwrap();
+    let ckpt = restored.expect("the finished run left a checkpoint");
+    assert_eq!(ckpt.step, 3);
+    let exported: BTreeMap<String, HostTensor> = checkpoint_weights(&ckpt).into_iter().collect();
+    assert_eq!(exported, params, "the checkpoint's autoencoder weights");
+    resumed.restore(&ckpt).unwrap();
     assert_eq!(resumed.step, 3);
     assert_eq!(resumed.parameters().unwrap(), params);
     assert_eq!(trainer_discriminator(&resumed), d_after);
+    let (outcome, _) = train(&mut resumed, &longer);
+    assert_eq!(outcome, Outcome::Finished { step: 4 });
     std::fs::remove_dir_all(&root).ok();
 }
 
@@ -129,5 +160,6 @@ fn config_errors_name_the_key() {
     assert!(err(&["model.n_embedd=3"]).contains("n_embedd"));
     // Model files name the problem too.
     let e = load_weights(Path::new("/nonexistent/vqgan.safetensors")).err().unwrap().to_string();
+    assert!(err(&["checkpoint.keep_last=0"]).contains("checkpoint.keep_last"));
     assert!(e.contains("/nonexistent/vqgan.safetensors"), "{e}");
 }

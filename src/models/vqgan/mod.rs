@@ -20,11 +20,11 @@ pub use model::{Quantized, Vqgan};
 pub use params::parameter_specs;
 pub use weights::{
     load_safetensors, load_safetensors_with_metadata, read_safetensors, save_safetensors, save_safetensors_with_metadata, select_params,
-    to_safetensors,
+    to_safetensors, to_safetensors_with_metadata,
 };
 pub use discriminator::DiscriminatorConfig;
 pub use losses::{adaptive_weight, generator_loss, hinge_discriminator_loss, l1, LossConfig};
 pub use lpips::Lpips;
 pub use steps::{NetLayout, VqganSetup, VqganSteps, DISCRIMINATOR_STATS, GENERATOR_GAN_STATS, GENERATOR_STATS};
 pub use train_config::{ImageDataConfig, VqganTrainConfig};
-pub use trainer::{load_weights, psnr, save_weights, StepStats, VqganTrainer, CHECKPOINT_FILE, CONFIG_KEY, WEIGHTS_FILE};
+pub use trainer::{checkpoint_weights, load_weights, psnr, weights_file, StepStats, VqganTrainer, CONFIG_KEY, WEIGHTS_FILE};

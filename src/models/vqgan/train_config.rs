@@ -2,6 +2,7 @@
 //! the shared loop section and the image data.
 
 use super::{DiscriminatorConfig, LossConfig, VqganConfig};
+use crate::checkpoint::CheckpointConfig;
 use crate::optim::OptimizerConfig;
 use crate::train::LoopConfig;
 use serde::{Deserialize, Serialize};
@@ -22,9 +23,8 @@ pub struct VqganTrainConfig {
     pub disc_optimizer: OptimizerConfig,
     pub train: LoopConfig,
     pub data: ImageDataConfig,
-    /// Save a checkpoint every this many updates (and at the end); 0: only at the end.
     #[serde(default)]
-    pub checkpoint_every: u64,
+    pub checkpoint: CheckpointConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,6 +77,7 @@ impl VqganTrainConfig {
         if self.data.images.is_empty() {
             return Err("data.images must name a folder or a CSV of path,caption".into());
         }
+        self.checkpoint.validate()?;
         if self.data.workers == 0 {
             return Err("data.workers must be at least 1".into());
         }

@@ -1,30 +1,32 @@
-//! The VQGAN training loop: compile [`VqganSteps`], initialise or resume the
-//! autoencoder and discriminator on every device, then alternate generator and
-//! (from `loss.disc_start`) discriminator updates over image batches.
-//!
-//! A checkpoint is one safetensors file in the run directory
-//! (`vqgan_checkpoint.safetensors`: both networks' parameters and optimizer
-//! state, with the step and config in its metadata), written atomically; the
-//! autoencoder weights alone go to `vqgan.safetensors`, which `dalle encode`
-//! and `dalle decode` read.
+//! The VQGAN model side of the shared training loop ([`crate::train::fit`]):
+//! compile [`VqganSteps`], put seeded weights on every device, then alternate
+//! generator and (from `loss.disc_start`) discriminator updates over batches
+//! from the image loader. Checkpoints hold both networks' parameters and
+//! optimizer state (`generator/...`, `discriminator/...`); the autoencoder
+//! weights alone can be exported to a self-describing safetensors file
+//! (`vqgan.safetensors`, model config in its metadata) for `dalle encode`.
 
 use super::steps::{NetLayout, VqganSetup, VqganSteps, DISCRIMINATOR_STATS, GENERATOR_GAN_STATS, GENERATOR_STATS};
-use super::weights::{load_safetensors_with_metadata, save_safetensors_with_metadata};
-use super::{Lpips, Vqgan, VqganConfig};
 use super::train_config::VqganTrainConfig;
+use super::weights::{load_safetensors_with_metadata, to_safetensors_with_metadata};
+use super::{Lpips, Vqgan, VqganConfig};
+use crate::checkpoint::{Checkpoint, CheckpointMeta};
+use crate::data::images::{ImageIndex, ImageLoader, LoaderOptions, SkipReport};
 use crate::error::{Error, Result};
+use crate::graph::TensorType;
 use crate::host::HostTensor;
 use crate::pjrt::{Buffer, Client};
 use crate::runtime::{download, Program};
+use crate::train::{StepRecord, Trainable};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// File names inside the run directory.
-pub const CHECKPOINT_FILE: &str = "vqgan_checkpoint.safetensors";
+/// The exported autoencoder weights inside a run directory.
 pub const WEIGHTS_FILE: &str = "vqgan.safetensors";
 /// Metadata key holding the model config (JSON) in weight files.
 pub const CONFIG_KEY: &str = "vqgan_config";
-const STEP_KEY: &str = "step";
+const GENERATOR: &str = "generator/";
+const DISCRIMINATOR: &str = "discriminator/";
 
 /// Statistics of one update, by name (`loss`, `l1`, `codebook`, `d_loss`, ...).
 pub type StepStats = BTreeMap<String, f64>;
@@ -39,6 +41,23 @@ pub struct VqganTrainer {
     discriminator: Vec<Vec<Buffer>>,
     /// Updates done so far.
     pub step: u64,
+    train_data: ImageLoader,
+    /// Held-out batches for the reconstruction error.
+    eval_data: Vec<HostTensor>,
+}
+
+fn start_loader(config: &VqganTrainConfig, source: &str, seed: u64, shuffle: bool, epochs: Option<u64>) -> Result<ImageLoader> {
+    let index = ImageIndex::open(Path::new(source))?;
+    let options = LoaderOptions {
+        resolution: config.model.resolution as u32,
+        batch_size: config.train.batch_size,
+        seed,
+        shuffle,
+        epochs,
+        workers: config.data.workers,
+        ..Default::default()
+    };
+    ImageLoader::start(index, options)
 }
 
 fn split_rows(batch: &HostTensor, parts: usize) -> Result<Vec<HostTensor>> {
@@ -102,24 +121,34 @@ impl VqganTrainer {
         };
         let frozen_refs: Vec<&HostTensor> = frozen_values.iter().collect();
         let frozen = (0..replicas).map(|d| program.upload(d, &frozen_refs)).collect::<Result<_>>()?;
-        let mut trainer = VqganTrainer { config, replicas, steps, generator: vec![], frozen, discriminator: vec![], step: 0 };
-        let checkpoint = trainer.run_dir().join(CHECKPOINT_FILE);
-        if checkpoint.exists() {
-            trainer.restore(&checkpoint)?;
-        } else {
-            let seed = trainer.config.train.seed;
-            let init = |layout: &NetLayout| -> Vec<HostTensor> {
-                let params = layout.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape));
-                params.chain(layout.state.iter().map(|(_, s)| HostTensor::zeros(s.ty.dtype, &s.ty.shape))).collect()
-            };
-            let (g, d) = (init(&trainer.steps.generator), init(&trainer.steps.discriminator));
-            trainer.upload(&g, &d)?;
-        }
+        let train_data = start_loader(&config, &config.data.images, config.train.seed, true, None)?;
+        let eval_data = match &config.data.eval_images {
+            Some(source) => {
+                let loader = start_loader(&config, source, 0, false, Some(1))?;
+                let batches = loader.take(config.train.eval_batches.max(1) as usize).collect::<Result<Vec<_>>>()?;
+                batches.into_iter().map(|b| b.pixels).collect()
+            }
+            None => Vec::new(),
+        };
+        let mut trainer = VqganTrainer { config, replicas, steps, generator: vec![], frozen, discriminator: vec![], step: 0, train_data, eval_data };
+        let seed = trainer.config.train.seed;
+        let init = |layout: &NetLayout| -> Vec<HostTensor> {
+            let params = layout.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape));
+            params.chain(layout.state.iter().map(|(_, s)| HostTensor::zeros(s.ty.dtype, &s.ty.shape))).collect()
+        };
+        let (g, d) = (init(&trainer.steps.generator), init(&trainer.steps.discriminator));
+        trainer.upload(&g, &d)?;
         Ok(trainer)
     }
 
-    pub fn run_dir(&self) -> PathBuf {
-        PathBuf::from(&self.config.train.run_dir)
+    /// Images the loader left out so far (unreadable or without caption).
+    pub fn skipped_images(&self) -> SkipReport {
+        self.train_data.skipped()
+    }
+
+    /// Autoencoder parameters, in the order the compiled programs take them.
+    pub fn parameter_count(&self) -> i64 {
+        self.steps.generator.params.iter().map(|p| p.ty.numel()).sum()
     }
 
     pub fn generator_layout(&self) -> &NetLayout {
@@ -158,7 +187,7 @@ impl VqganTrainer {
 
     /// One update on `images` `[batch_size, R, R, 3]` in [-1, 1]: the
     /// autoencoder, then (from `disc_start`) the discriminator.
-    pub fn train_step(&mut self, images: &HostTensor) -> Result<StepStats> {
+    pub fn train_on(&mut self, images: &HostTensor) -> Result<StepStats> {
         let gan = self.step >= self.config.loss.disc_start && self.steps.generator_gan_step.is_some();
         let shards = split_rows(images, self.replicas)?;
         let g_program = if gan { self.steps.generator_gan_step.as_ref().expect("checked") } else { &self.steps.generator_step };
@@ -251,129 +280,119 @@ impl VqganTrainer {
         layout.params.iter().zip(&self.discriminator[0]).map(|(p, b)| Ok((p.name.clone(), download(b)?))).collect()
     }
 
-    fn all_values(&self) -> Result<Vec<(String, HostTensor)>> {
-        let mut out = Vec::new();
-        for (layout, buffers, prefix) in [(&self.steps.generator, &self.generator[0], "generator/"), (&self.steps.discriminator, &self.discriminator[0], "discriminator/")] {
-            for (name, b) in layout.names().into_iter().zip(buffers) {
-                out.push((format!("{prefix}{name}"), download(b)?));
-            }
+    fn values(&self, layout: &NetLayout, buffers: &[Buffer], prefix: &str) -> Result<Vec<(String, HostTensor)>> {
+        layout.names().into_iter().zip(buffers).map(|(n, b)| Ok((format!("{prefix}{n}"), download(b)?))).collect()
+    }
+
+    /// Mean squared reconstruction error over the held-out batches; `None` without `data.eval_images`.
+    pub fn eval_mse(&self) -> Result<Option<f64>> {
+        if self.eval_data.is_empty() {
+            return Ok(None);
         }
-        Ok(out)
+        let mut total = 0.0;
+        for images in &self.eval_data {
+            total += self.reconstruction_mse(images)?;
+        }
+        Ok(Some(total / self.eval_data.len() as f64))
+    }
+}
+
+impl Trainable for VqganTrainer {
+    fn step(&self) -> u64 {
+        self.step
     }
 
-    /// Writes the checkpoint and the autoencoder weights into the run directory.
-    pub fn save(&self) -> Result<()> {
-        let dir = self.run_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let config_json = serde_json::to_string(&self.config.model).map_err(|e| Error::Invalid(format!("model config: {e}")))?;
-        let meta = HashMap::from([(CONFIG_KEY.to_string(), config_json.clone()), (STEP_KEY.to_string(), self.step.to_string())]);
-        save_safetensors_with_metadata(&dir.join(CHECKPOINT_FILE), &self.all_values()?, meta)?;
-        let weights: Vec<(String, HostTensor)> = self.parameters()?.into_iter().collect();
-        save_weights(&dir.join(WEIGHTS_FILE), &self.config.model, &weights)
+    fn train_step(&mut self) -> Result<StepRecord> {
+        let batch = self.train_data.next().ok_or_else(|| Error::Invalid("the image loader stopped before the last training step".into()))??;
+        let mut extra = self.train_on(&batch.pixels)?;
+        let loss = extra.remove("loss").unwrap_or(f64::NAN);
+        let lr = extra.remove("lr").unwrap_or(f64::NAN);
+        let grad_norm = extra.remove("grad_norm").unwrap_or(f64::NAN);
+        Ok(StepRecord { loss, lr, grad_norm, samples: self.config.train.batch_size as u64, extra })
     }
 
-    fn restore(&mut self, path: &Path) -> Result<()> {
-        let (values, meta) = load_safetensors_with_metadata(path)?;
-        let origin = path.display().to_string();
-        let step = meta
-            .get(STEP_KEY)
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| Error::Invalid(format!("{origin} has no '{STEP_KEY}' in its metadata")))?;
+    /// The held-out mean squared error; its PSNR is `10 log10(4 / mse)` dB.
+    fn evaluate(&mut self) -> Result<Option<f64>> {
+        self.eval_mse()
+    }
+
+    fn snapshot(&self) -> Result<Checkpoint> {
+        let mut tensors = self.values(&self.steps.generator, &self.generator[0], GENERATOR)?;
+        tensors.extend(self.values(&self.steps.discriminator, &self.discriminator[0], DISCRIMINATOR)?);
+        Ok(Checkpoint {
+            step: self.step,
+            tensors,
+            meta: CheckpointMeta {
+                samples_seen: self.step * self.config.train.batch_size as u64,
+                data_position: serde_json::json!({ "kind": "images", "step": self.step }),
+                rng: serde_json::json!({ "seed": self.config.train.seed }),
+                ..Default::default()
+            },
+        })
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let by_name: HashMap<&str, &HostTensor> = checkpoint.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let pick = |layout: &NetLayout, prefix: &str| -> Result<Vec<HostTensor>> {
             layout
                 .names()
                 .iter()
-                .map(|n| values.get(&format!("{prefix}{n}")).cloned().ok_or_else(|| Error::Invalid(format!("{origin} has no tensor '{prefix}{n}'"))))
+                .map(|n| {
+                    let key = format!("{prefix}{n}");
+                    by_name.get(key.as_str()).map(|t| (*t).clone()).ok_or_else(|| Error::Invalid(format!("the checkpoint has no tensor '{key}'")))
+                })
                 .collect()
         };
-        let (g, d) = (pick(&self.steps.generator, "generator/")?, pick(&self.steps.discriminator, "discriminator/")?);
+        let (g, d) = (pick(&self.steps.generator, GENERATOR)?, pick(&self.steps.discriminator, DISCRIMINATOR)?);
         self.upload(&g, &d)?;
-        self.step = step;
-        tracing::info!("resumed the VQGAN from {origin} at step {step}");
+        self.step = checkpoint.step;
+        // The image loader has no saved position: a resumed run continues with
+        // a shuffle seeded by (seed, step), deterministic but not the order an
+        // uninterrupted run would have seen.
+        let seed = self.config.train.seed ^ checkpoint.step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.train_data = start_loader(&self.config, &self.config.data.images, seed, true, None)?;
         Ok(())
+    }
+
+    fn tensor_types(&self) -> Vec<(String, TensorType)> {
+        let mut out = Vec::new();
+        for (layout, prefix) in [(&self.steps.generator, GENERATOR), (&self.steps.discriminator, DISCRIMINATOR)] {
+            let types = layout.params.iter().map(|p| p.ty.clone()).chain(layout.state.iter().map(|(_, s)| s.ty.clone()));
+            out.extend(layout.names().into_iter().map(|n| format!("{prefix}{n}")).zip(types));
+        }
+        out
     }
 }
 
-/// Writes autoencoder weights with the model config in the file's metadata,
-/// so the file alone is enough to encode and decode.
-pub fn save_weights(path: &Path, config: &VqganConfig, weights: &[(String, HostTensor)]) -> Result<()> {
+/// Autoencoder weights as safetensors bytes with the model config in the
+/// metadata, so the file alone is enough to encode and decode.
+pub fn weights_file(config: &VqganConfig, weights: &[(String, HostTensor)]) -> Result<Vec<u8>> {
     let config_json = serde_json::to_string(config).map_err(|e| Error::Invalid(format!("model config: {e}")))?;
-    save_safetensors_with_metadata(path, weights, HashMap::from([(CONFIG_KEY.to_string(), config_json)]))
+    to_safetensors_with_metadata(weights, Some(HashMap::from([(CONFIG_KEY.to_string(), config_json)])))
 }
 
-/// Reads weights written by [`save_weights`] (a file, or a run directory
-/// holding `vqgan.safetensors`): the model config and the parameters.
-pub fn load_weights(path_or_run: &Path) -> Result<(VqganConfig, BTreeMap<String, HostTensor>, PathBuf)> {
-    let path = if path_or_run.is_dir() { path_or_run.join(WEIGHTS_FILE) } else { path_or_run.to_path_buf() };
-    let (weights, meta) = load_safetensors_with_metadata(&path)?;
+/// The autoencoder weights of a checkpoint (`generator/` tensors without optimizer state).
+pub fn checkpoint_weights(checkpoint: &Checkpoint) -> Vec<(String, HostTensor)> {
+    checkpoint
+        .tensors
+        .iter()
+        .filter_map(|(n, t)| n.strip_prefix(GENERATOR).filter(|n| !n.contains('/')).map(|n| (n.to_string(), t.clone())))
+        .collect()
+}
+
+/// Reads a weights file written from [`weights_file`]: the model config and the parameters.
+pub fn load_weights(path: &Path) -> Result<(VqganConfig, BTreeMap<String, HostTensor>)> {
+    let (weights, meta) = load_safetensors_with_metadata(path)?;
     let json = meta.get(CONFIG_KEY).ok_or_else(|| {
         Error::Invalid(format!("{} has no '{CONFIG_KEY}' metadata: it was not written by dalle train-vqgan", path.display()))
     })?;
     let config: VqganConfig =
         serde_json::from_str(json).map_err(|e| Error::Invalid(format!("{}: the '{CONFIG_KEY}' metadata is not a VQGAN config: {e}", path.display())))?;
     config.validate().map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-    Ok((config, weights, path))
+    Ok((config, weights))
 }
 
 /// PSNR in dB of a mean squared error on pixels in [-1, 1] (peak-to-peak 2).
 pub fn psnr(mse: f64) -> f64 {
     10.0 * (4.0 / mse.max(1e-12)).log10()
-}
-
-impl VqganTrainer {
-    /// Trains until `train.steps` on `batches` (each `[batch_size, R, R, 3]`),
-    /// logging every `log_every` updates to `<run_dir>/metrics.jsonl` and
-    /// `on_log`, measuring PSNR on `eval` every `eval_every` updates, and
-    /// checkpointing every `checkpoint_every` updates and at the end.
-    pub fn run(
-        &mut self,
-        batches: &mut dyn Iterator<Item = Result<crate::data::images::ImageBatch>>,
-        eval: &[HostTensor],
-        mut on_log: impl FnMut(&StepStats),
-    ) -> Result<()> {
-        use std::io::Write;
-        let dir = self.run_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let metrics_path = dir.join("metrics.jsonl");
-        let mut metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(|e| Error::io(format!("opening {}", metrics_path.display()), e))?;
-        let mut window = (std::time::Instant::now(), 0u64);
-        while self.step < self.config.train.steps {
-            let batch = batches.next().ok_or_else(|| Error::Invalid("the image loader stopped before the last training step".into()))??;
-            if batch.pixels.shape[0] as usize != self.config.train.batch_size {
-                return Err(Error::Invalid(format!("expected batches of {} images, got {}", self.config.train.batch_size, batch.pixels.shape[0])));
-            }
-            let mut stats = self.train_step(&batch.pixels)?;
-            window.1 += 1;
-            if let Some((name, v)) = stats.iter().find(|(_, v)| !v.is_finite()) {
-                return Err(Error::Invalid(format!("{name} became {v} at step {}", self.step)));
-            }
-            let t = &self.config.train;
-            let eval_due = t.eval_every > 0 && !eval.is_empty() && (self.step % t.eval_every == 0 || self.step == t.steps);
-            if self.step % t.log_every == 0 || eval_due || self.step == t.steps {
-                if eval_due {
-                    let mut total = 0.0;
-                    for images in eval {
-                        total += self.reconstruction_mse(images)?;
-                    }
-                    stats.insert("eval_psnr".into(), psnr(total / eval.len() as f64));
-                }
-                let secs = window.0.elapsed().as_secs_f64().max(1e-9);
-                stats.insert("images_per_sec".into(), (window.1 * t.batch_size as u64) as f64 / secs);
-                stats.insert("step".into(), self.step as f64);
-                let line = serde_json::to_string(&stats).map_err(|e| Error::Invalid(format!("metrics: {e}")))?;
-                writeln!(metrics, "{line}").map_err(|e| Error::io(format!("writing {}", metrics_path.display()), e))?;
-                on_log(&stats);
-                window = (std::time::Instant::now(), 0);
-            }
-            let every = self.config.checkpoint_every;
-            if (every > 0 && self.step % every == 0) || self.step == self.config.train.steps {
-                self.save()?;
-            }
-        }
-        Ok(())
-    }
 }

@@ -66,7 +66,7 @@ pub fn to_safetensors(tensors: &[(String, HostTensor)]) -> Result<Vec<u8>> {
     to_safetensors_with_metadata(tensors, None)
 }
 
-fn to_safetensors_with_metadata(tensors: &[(String, HostTensor)], metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+pub fn to_safetensors_with_metadata(tensors: &[(String, HostTensor)], metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
     let mut views = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let dtype = st_dtype(t.dtype).ok_or_else(|| Error::Invalid(format!("tensor '{name}' has dtype {} that safetensors cannot hold", t.dtype)))?;
