@@ -5,6 +5,7 @@ pub mod common;
 mod demo;
 mod info;
 mod train;
+mod vqgan;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,12 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Train DalleBart from a YAML config (resumes the run if it has a checkpoint).
     Train(train::TrainArgs),
+    /// Train the VQGAN image tokenizer from a YAML config (resumes the run if it has a checkpoint).
+    TrainVqgan(vqgan::TrainVqganArgs),
+    /// Encode an image+caption dataset into parquet shards of caption + VQGAN tokens.
+    Encode(vqgan::EncodeArgs),
+    /// Decode VQGAN token sequences into PNG files.
+    Decode(vqgan::DecodeArgs),
 }
 
 /// An error that ends the process with a particular exit status (after its message, if any, was printed).
@@ -42,5 +49,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Info(a) => info::run(a),
         Command::Train(a) => train::run(a),
+        Command::TrainVqgan(a) => vqgan::train(a),
+        Command::Encode(a) => vqgan::encode(a),
+        Command::Decode(a) => vqgan::decode(a),
     }
 }

@@ -3,6 +3,7 @@
 mod blocks;
 mod codec;
 mod config;
+mod dataset;
 mod discriminator;
 mod losses;
 mod lpips;
@@ -19,7 +20,7 @@ pub use config::VqganConfig;
 pub use model::{Quantized, Vqgan};
 pub use params::parameter_specs;
 pub use weights::{
-    load_safetensors, load_safetensors_with_metadata, read_safetensors, save_safetensors, save_safetensors_with_metadata, select_params,
+    load_safetensors, load_safetensors_with_metadata, read_safetensors, read_safetensors_with_metadata, save_safetensors, save_safetensors_with_metadata, select_params,
     to_safetensors, to_safetensors_with_metadata,
 };
 pub use discriminator::DiscriminatorConfig;
@@ -27,4 +28,5 @@ pub use losses::{adaptive_weight, generator_loss, hinge_discriminator_loss, l1, 
 pub use lpips::Lpips;
 pub use steps::{NetLayout, VqganSetup, VqganSteps, DISCRIMINATOR_STATS, GENERATOR_GAN_STATS, GENERATOR_STATS};
 pub use train_config::{ImageDataConfig, VqganTrainConfig};
-pub use trainer::{checkpoint_weights, load_weights, psnr, weights_file, StepStats, VqganTrainer, CONFIG_KEY, WEIGHTS_FILE};
+pub use trainer::{checkpoint_weights, load_weights, open_vqgan, psnr, weights_file, StepStats, VqganTrainer, CONFIG_KEY, WEIGHTS_FILE};
+pub use dataset::{encode_dataset, read_tokens, shard_name, EncodeReport};

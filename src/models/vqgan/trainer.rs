@@ -8,7 +8,7 @@
 
 use super::steps::{NetLayout, VqganSetup, VqganSteps, DISCRIMINATOR_STATS, GENERATOR_GAN_STATS, GENERATOR_STATS};
 use super::train_config::VqganTrainConfig;
-use super::weights::{load_safetensors_with_metadata, to_safetensors_with_metadata};
+use super::weights::{read_safetensors_with_metadata, to_safetensors_with_metadata};
 use super::{Lpips, Vqgan, VqganConfig};
 use crate::checkpoint::{Checkpoint, CheckpointMeta};
 use crate::data::images::{ImageIndex, ImageLoader, LoaderOptions, SkipReport};
@@ -382,7 +382,39 @@ pub fn checkpoint_weights(checkpoint: &Checkpoint) -> Vec<(String, HostTensor)> 
 
 /// Reads a weights file written from [`weights_file`]: the model config and the parameters.
 pub fn load_weights(path: &Path) -> Result<(VqganConfig, BTreeMap<String, HostTensor>)> {
-    let (weights, meta) = load_safetensors_with_metadata(path)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    parse_weights(&bytes, path)
+}
+
+/// The VQGAN of `--vqgan`: a weights file, or a run directory (local or a
+/// storage URL) holding `vqgan.safetensors` or, failing that, checkpoints
+/// (the newest committed one is used). Returns the config, the weights and
+/// where they came from.
+pub fn open_vqgan(path_or_run: &str) -> Result<(VqganConfig, BTreeMap<String, HostTensor>, String)> {
+    let local = Path::new(path_or_run);
+    if local.is_file() {
+        let (c, w) = load_weights(local)?;
+        return Ok((c, w, path_or_run.to_string()));
+    }
+    let location = crate::storage::open(path_or_run).map_err(|e| Error::Invalid(e.to_string()))?;
+    if let Some(bytes) = location.get(WEIGHTS_FILE).map_err(|e| Error::Invalid(e.to_string()))? {
+        let origin = format!("{}/{WEIGHTS_FILE}", path_or_run.trim_end_matches('/'));
+        let (c, w) = parse_weights(&bytes, Path::new(&origin))?;
+        return Ok((c, w, origin));
+    }
+    let manager = crate::checkpoint::CheckpointManager::open(&location, crate::checkpoint::CheckpointConfig::default().retention())
+        .map_err(|e| Error::Invalid(format!("{path_or_run}: {e}")))?;
+    let checkpoint = manager.restore_latest().map_err(|e| Error::Invalid(format!("{path_or_run}: {e}")))?.ok_or_else(|| {
+        Error::Invalid(format!("{path_or_run} is neither a VQGAN weights file nor a run with {WEIGHTS_FILE} or a committed checkpoint"))
+    })?;
+    let config: VqganTrainConfig = serde_yaml::from_str(&checkpoint.meta.config_yaml)
+        .map_err(|e| Error::Invalid(format!("{path_or_run}: the checkpoint's config is not a VQGAN training config: {e}")))?;
+    let origin = format!("{path_or_run} (checkpoint of step {})", checkpoint.step);
+    Ok((config.model, checkpoint_weights(&checkpoint).into_iter().collect(), origin))
+}
+
+fn parse_weights(bytes: &[u8], path: &Path) -> Result<(VqganConfig, BTreeMap<String, HostTensor>)> {
+    let (weights, meta) = read_safetensors_with_metadata(bytes, &path.display().to_string())?;
     let json = meta.get(CONFIG_KEY).ok_or_else(|| {
         Error::Invalid(format!("{} has no '{CONFIG_KEY}' metadata: it was not written by dalle train-vqgan", path.display()))
     })?;

@@ -55,10 +55,14 @@ pub fn load_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
 /// Reads a safetensors file and its string metadata.
 pub fn load_safetensors_with_metadata(path: &Path) -> Result<(BTreeMap<String, HostTensor>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let origin = path.display().to_string();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::Invalid(format!("{origin} is not a safetensors file: {e}")))?;
+    read_safetensors_with_metadata(&bytes, &path.display().to_string())
+}
+
+/// Every tensor of a safetensors blob and its string metadata.
+pub fn read_safetensors_with_metadata(bytes: &[u8], origin: &str) -> Result<(BTreeMap<String, HostTensor>, HashMap<String, String>)> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| Error::Invalid(format!("{origin} is not a safetensors file: {e}")))?;
     let meta = meta.metadata().clone().unwrap_or_default();
-    Ok((read_safetensors(&bytes, &origin)?, meta))
+    Ok((read_safetensors(bytes, origin)?, meta))
 }
 
 /// Serialises named tensors to safetensors bytes.
