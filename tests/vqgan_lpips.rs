@@ -101,3 +101,34 @@ fn missing_or_misshapen_lpips_weights_are_named() {
     assert!(e.contains("'lin0.model.1.weight' has shape [1, 3, 1, 1], expected [1, 64, 1, 1]"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn training_with_lpips_weights_adds_the_perceptual_loss() {
+    use dalle_xla::models::vqgan::{VqganTrainConfig, VqganTrainer};
+    let dir = std::env::temp_dir().join(format!("dalle-vqgan-lpips-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (v, h) = write_weights(&dir, None);
+    let data = dir.join("shapes");
+    dalle_xla::data::shapes::generate(8, 32, 6, &data).unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/vqgan/tiny.yaml");
+    let overrides: Vec<String> = vec![
+        format!("data.images={}", data.display()),
+        format!("train.run_dir={}", dir.join("run").display()),
+        format!("loss.vgg16={}", v.display()),
+        format!("loss.lpips={}", h.display()),
+        "loss.disc_start=100".into(),
+        "train.steps=1".into(),
+        "train.batch_size=2".into(),
+        "model.ch_mult=[1,2]".into(),
+        "model.attn_resolutions=[]".into(),
+    ];
+    let (config, _) = VqganTrainConfig::load(&path, &overrides).unwrap();
+    let mut trainer = VqganTrainer::new(&client(), config).unwrap();
+    let pixels = random(&mut rng(13), DType::F32, &[2, 32, 32, 3], -1.0, 1.0);
+    let stats = trainer.train_on(&pixels).unwrap();
+    // An untrained autoencoder's output differs from its input: the distance is positive and counted.
+    assert!(stats["perceptual"] > 0.0, "{stats:?}");
+    assert_close(&[stats["loss"]], &[stats["l1"] + stats["perceptual"] + stats["codebook"]], 1e-5, "loss = l1 + perceptual + codebook");
+    std::fs::remove_dir_all(&dir).ok();
+}
