@@ -2,8 +2,10 @@
 //! arguments and calling the library.
 
 pub mod common;
+mod data;
 mod demo;
 mod info;
+mod tokenizer;
 mod train;
 mod vqgan;
 
@@ -30,6 +32,10 @@ pub enum Command {
     Encode(vqgan::EncodeArgs),
     /// Decode VQGAN token sequences into PNG files.
     Decode(vqgan::DecodeArgs),
+    /// Dataset tools: generate and check the shapes dataset, inspect parquet/JSONL files.
+    Data(data::DataArgs),
+    /// Train a BART-style byte-level BPE tokenizer (tokenizer.json) on captions.
+    Tokenizer(tokenizer::TokenizerArgs),
 }
 
 /// An error that ends the process with a particular exit status (after its message, if any, was printed).
@@ -52,5 +58,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::TrainVqgan(a) => vqgan::train(a),
         Command::Encode(a) => vqgan::encode(a),
         Command::Decode(a) => vqgan::decode(a),
+        Command::Data(a) => data::run(a),
+        Command::Tokenizer(a) => tokenizer::run(a),
     }
 }
+
