@@ -163,3 +163,13 @@ fn config_errors_name_the_key() {
     assert!(err(&["checkpoint.keep_last=0"]).contains("checkpoint.keep_last"));
     assert!(e.contains("/nonexistent/vqgan.safetensors"), "{e}");
 }
+
+#[test]
+fn shipped_configs_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (f16, _) = VqganTrainConfig::load(&root.join("configs/vqgan/f16_16384.yaml"), &[]).unwrap();
+    assert_eq!(f16.model, dalle_xla::models::vqgan::VqganConfig::f16_16384());
+    assert_eq!((f16.model.grid_size(), f16.model.image_length()), (16, 256));
+    let (tiny, _) = VqganTrainConfig::load(&root.join("configs/vqgan/tiny.yaml"), &[]).unwrap();
+    assert_eq!((tiny.model.grid_size(), tiny.model.image_length()), (8, 64));
+}
