@@ -126,6 +126,12 @@ impl VqganTrainer {
             Some(source) => {
                 let loader = start_loader(&config, source, 0, false, Some(1))?;
                 let batches = loader.take(config.train.eval_batches.max(1) as usize).collect::<Result<Vec<_>>>()?;
+                if batches.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "data.eval_images '{source}' has fewer readable images than one batch (train.batch_size = {})",
+                        config.train.batch_size
+                    )));
+                }
                 batches.into_iter().map(|b| b.pixels).collect()
             }
             None => Vec::new(),
