@@ -7,6 +7,7 @@ mod demo;
 mod info;
 mod tokenizer;
 mod train;
+mod vqgan;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,12 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Train DalleBart from a YAML config (resumes the run if it has a checkpoint).
     Train(train::TrainArgs),
+    /// Train the VQGAN image tokenizer from a YAML config (resumes the run if it has a checkpoint).
+    TrainVqgan(vqgan::TrainVqganArgs),
+    /// Encode an image+caption dataset into parquet shards of caption + VQGAN tokens.
+    Encode(vqgan::EncodeArgs),
+    /// Decode VQGAN token sequences into PNG files.
+    Decode(vqgan::DecodeArgs),
     /// Dataset tools: generate and check the shapes dataset, inspect parquet/JSONL files.
     Data(data::DataArgs),
     /// Train a BART-style byte-level BPE tokenizer (tokenizer.json) on captions.
@@ -48,6 +55,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Info(a) => info::run(a),
         Command::Train(a) => train::run(a),
+        Command::TrainVqgan(a) => vqgan::train(a),
+        Command::Encode(a) => vqgan::encode(a),
+        Command::Decode(a) => vqgan::decode(a),
         Command::Data(a) => data::run(a),
         Command::Tokenizer(a) => tokenizer::run(a),
     }
