@@ -4,6 +4,7 @@
 pub mod common;
 mod demo;
 mod info;
+mod sweep;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Train DalleBart from a YAML config (resumes the run if it has a checkpoint).
     Train(train::TrainArgs),
+    /// Run a hyperparameter sweep of training runs (resumes the sweep in its directory).
+    Sweep(sweep::SweepArgs),
 }
 
 /// An error that ends the process with a particular exit status (after its message, if any, was printed).
@@ -42,5 +45,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Info(a) => info::run(a),
         Command::Train(a) => train::run(a),
+        Command::Sweep(a) => sweep::run(a),
     }
 }

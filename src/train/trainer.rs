@@ -37,10 +37,23 @@ impl Trainer {
     pub fn new(client: &Client, config: TrainConfig) -> Result<Trainer> {
         config.validate().map_err(Error::Invalid)?;
         let t = &config.train;
-        let replicas = if t.devices == 0 { client.device_count() } else { t.devices };
+        let replicas = if !t.device_ids.is_empty() {
+            t.device_ids.len()
+        } else if t.devices == 0 {
+            client.device_count()
+        } else {
+            t.devices
+        };
         if replicas > client.device_count() {
             return Err(Error::Invalid(format!(
                 "train.devices is {replicas} but the {} client has {} devices",
+                client.platform(),
+                client.device_count()
+            )));
+        }
+        if let Some(d) = t.device_ids.iter().find(|&&d| d >= client.device_count()) {
+            return Err(Error::Invalid(format!(
+                "train.device_ids names device {d} but the {} client has devices 0..{}",
                 client.platform(),
                 client.device_count()
             )));
@@ -82,6 +95,7 @@ impl Trainer {
             max_grad_norm: config.optimizer.max_grad_norm,
             per_device: (t.batch_size / per_update) as i64,
             replicas,
+            devices: (!t.device_ids.is_empty()).then(|| t.device_ids.clone()),
             accumulation: t.gradient_accumulation,
             with_eval: eval_data.is_some() && t.eval_every > 0,
         })?;
@@ -95,6 +109,11 @@ impl Trainer {
         let initial = trainer.initial_values();
         trainer.load_values(&initial)?;
         Ok(trainer)
+    }
+
+    /// Client device indices of the replicas, in replica order.
+    pub fn device_indices(&self) -> &[usize] {
+        self.program().exe.device_indices()
     }
 
     pub fn layout(&self) -> &StepLayout {
