@@ -255,15 +255,24 @@ fn tiny(overrides: &[&str]) -> TrainConfig {
 }
 
 #[test]
-fn a_trainer_on_chosen_devices_runs_there_and_trains_like_one_on_the_first_devices() {
-    let mut upper = Trainer::new(&client(), tiny(&["train.device_ids=[4, 5, 6, 7]"])).unwrap();
-    let mut lower = Trainer::new(&client(), tiny(&["train.devices=4"])).unwrap();
+fn a_trainer_on_chosen_devices_runs_there_and_shares_its_programs_only_with_the_same_devices() {
+    let config = tiny(&["train.device_ids=[4, 5, 6, 7]", "optimizer.learning_rate=0.01"]);
+    let mut upper = Trainer::new(&client(), config.clone()).unwrap();
     assert_eq!(upper.device_indices(), &[4, 5, 6, 7]);
-    assert_eq!(lower.device_indices(), &[0, 1, 2, 3]);
-    for _ in 0..3 {
-        let (a, b) = (upper.train_step().unwrap(), lower.train_step().unwrap());
-        assert_eq!(a.loss, b.loss, "the same replicas compute the same update wherever they run");
-    }
+
+    // Another learning rate and seed reuse the compiled programs; only the host-side values differ.
+    let mut other = config.clone();
+    other.optimizer.learning_rate = 0.001;
+    let mut shared = Trainer::with_programs(&client(), other, Some(upper.programs())).unwrap();
+    assert_eq!(shared.device_indices(), &[4, 5, 6, 7]);
+    let (a, b) = (upper.train_step().unwrap(), shared.train_step().unwrap());
+    assert_eq!(a.loss, b.loss, "the same weights and batch before any update");
+    assert_eq!((a.lr, b.lr), (config.optimizer.schedule.lr(0.01, 0), config.optimizer.schedule.lr(0.001, 0)));
+    let (a, b) = (upper.train_step().unwrap(), shared.train_step().unwrap());
+    assert!(a.loss != b.loss, "the learning rate took effect: {} vs {}", a.loss, b.loss);
+
+    let err = Trainer::with_programs(&client(), tiny(&["train.devices=4"]), Some(upper.programs())).err().expect("refused").to_string();
+    assert!(err.contains("run on devices [4, 5, 6, 7]") && err.contains("trains on [0, 1, 2, 3]"), "{err}");
 }
 
 #[test]

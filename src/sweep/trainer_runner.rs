@@ -8,8 +8,9 @@ use crate::checkpoint::{StopReason, StopSignal};
 use crate::error::{Error, Result};
 use crate::pjrt::Client;
 use crate::storage::Location;
-use crate::train::{fit, FitOptions, Outcome, RunDir, TrainConfig, Trainable, Trainer};
+use crate::train::{fit, FitOptions, Outcome, RunDir, StepPrograms, TrainConfig, Trainable, Trainer};
 use serde_yaml::Value;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Trains each trial with [`Trainer`] on one shared PJRT client.
@@ -18,11 +19,14 @@ pub struct TrainerRunner {
     /// Set by the process (SIGTERM, Ctrl-C, preemption notice): the running trial
     /// saves a checkpoint and the sweep ends, to be resumed by running it again.
     stop: StopSignal,
+    /// The last trial's compiled programs and what they were compiled for: a learning-rate
+    /// sweep, or a trial resumed for the next rung, compiles nothing again.
+    programs: Option<(String, Arc<StepPrograms>)>,
 }
 
 impl TrainerRunner {
     pub fn new(client: Client) -> TrainerRunner {
-        TrainerRunner { client, stop: StopSignal::new() }
+        TrainerRunner { client, stop: StopSignal::new(), programs: None }
     }
 
     /// Ends trials early (checkpoint committed, [`TrialOutcome::Interrupted`]) once `stop` is set.
@@ -45,6 +49,23 @@ fn parse_config(value: &Value) -> Result<TrainConfig> {
     Ok(config)
 }
 
+/// What a trial's compiled programs depend on: its config without the settings the host
+/// applies each step (see [`Trainer::with_programs`]). Everything else stays in, so two
+/// configs with the same key can always share programs.
+fn program_key(config: &TrainConfig) -> Result<String> {
+    let mut c = config.clone();
+    c.optimizer.learning_rate = 1.0;
+    c.optimizer.schedule = Default::default();
+    c.train.steps = 0;
+    c.train.seed = 0;
+    c.train.run_dir.clear();
+    c.train.log_every = 1;
+    c.train.eval_every = u64::from(c.train.eval_every > 0);
+    c.train.eval_batches = 1;
+    c.checkpoint = Default::default();
+    serde_json::to_string(&c).map_err(|e| Error::Invalid(format!("config key: {e}")))
+}
+
 impl TrialRunner for TrainerRunner {
     fn check_config(&self, config: &Value) -> Result<()> {
         parse_config(config).map(|_| ())
@@ -65,7 +86,10 @@ impl TrialRunner for TrainerRunner {
             config.train.device_ids = trial.devices.clone();
         }
         let eval_every = config.train.eval_every;
-        let mut trainer = Trainer::new(&self.client, config.clone())?;
+        let key = program_key(&config)?;
+        let reusable = self.programs.as_ref().filter(|(k, _)| *k == key).map(|(_, p)| p.clone());
+        let mut trainer = Trainer::with_programs(&self.client, config.clone(), reusable)?;
+        self.programs = Some((key, trainer.programs()));
         let config_yaml = serde_yaml::to_string(&config).map_err(|e| Error::Invalid(format!("trial {}: config to YAML: {e}", trial.id)))?;
         let (mut run, restored) = RunDir::open(&run_dir.url, &config_yaml, &config.checkpoint, &trainer.tensor_types())?;
         if let Some(ckpt) = &restored {
