@@ -20,14 +20,16 @@ pub enum Error {
     Checkpoint(#[from] CheckpointError),
     #[error("{0}")]
     Invalid(String),
-    #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    // The cause is part of the message and deliberately not a `#[source]`, so
+    // error chains (`{:#}`) do not print it twice.
+    #[error("{context}: {cause}")]
+    Io { context: String, cause: std::io::Error },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io { context: context.into(), cause: source }
     }
 }

@@ -2,10 +2,13 @@
 //! arguments and calling the library.
 
 pub mod common;
+mod data;
 mod demo;
 mod info;
 mod sweep;
+mod tokenizer;
 mod train;
+mod vqgan;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +29,16 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Run a hyperparameter sweep of training runs (resumes the sweep in its directory).
     Sweep(sweep::SweepArgs),
+    /// Train the VQGAN image tokenizer from a YAML config (resumes the run if it has a checkpoint).
+    TrainVqgan(vqgan::TrainVqganArgs),
+    /// Encode an image+caption dataset into parquet shards of caption + VQGAN tokens.
+    Encode(vqgan::EncodeArgs),
+    /// Decode VQGAN token sequences into PNG files.
+    Decode(vqgan::DecodeArgs),
+    /// Dataset tools: generate and check the shapes dataset, inspect parquet/JSONL files.
+    Data(data::DataArgs),
+    /// Train a BART-style byte-level BPE tokenizer (tokenizer.json) on captions.
+    Tokenizer(tokenizer::TokenizerArgs),
 }
 
 /// An error that ends the process with a particular exit status (after its message, if any, was printed).
@@ -46,5 +59,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(a) => info::run(a),
         Command::Train(a) => train::run(a),
         Command::Sweep(a) => sweep::run(a),
+        Command::TrainVqgan(a) => vqgan::train(a),
+        Command::Encode(a) => vqgan::encode(a),
+        Command::Decode(a) => vqgan::decode(a),
+        Command::Data(a) => data::run(a),
+        Command::Tokenizer(a) => tokenizer::run(a),
     }
 }
+

@@ -30,13 +30,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         overrides.push(format!("train.run_dir={run}"));
     }
     let (config, tree) = TrainConfig::load(&args.config, &overrides)?;
+    // A bad run URL or storage setting should fail now, not after compiling the model.
+    dalle_xla::storage::open_with(&config.train.run_dir, &config.storage)?;
     let stop = StopSignal::new();
     stop.install_os_handlers()?;
     let _watcher = if config.checkpoint.watch_metadata { Some(MetadataWatcher::start(config.checkpoint.metadata_watcher(), stop.clone())?) } else { None };
 
     let client = args.device.client()?;
     let mut trainer = Trainer::new(&client, config.clone())?;
-    let (mut run, restored) = RunDir::open(&config.train.run_dir, &serde_yaml::to_string(&tree)?, &config.checkpoint, &trainer.tensor_types())?;
+    let (mut run, restored) = RunDir::open_with(&config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, &trainer.tensor_types())?;
     if let Some(ckpt) = &restored {
         trainer.restore(ckpt)?;
     }

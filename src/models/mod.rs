@@ -1,3 +1,4 @@
 //! The models of DALL·E mini.
 
 pub mod dallebart;
+pub mod vqgan;

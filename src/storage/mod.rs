@@ -8,6 +8,25 @@
 //! ([`RetryPolicy`]); [`retry::retrying`] adds a second layer around whole-object
 //! operations for the failures a single request's retries cannot absorb.
 //! [`block_on`] runs storage futures from synchronous code on one shared runtime.
+//!
+//! # Environment
+//!
+//! The cloud backends read `object_store`'s standard variables, so a program
+//! that only takes a URL (`dalle train --run gs://bucket/run`) can still be
+//! pointed at another endpoint or given credentials:
+//!
+//! - `GOOGLE_BASE_URL`: the GCS XML API endpoint (default
+//!   `https://storage.googleapis.com`), e.g. a local test server.
+//! - `GOOGLE_SERVICE_ACCOUNT_KEY`: a service-account key as JSON text;
+//!   `GOOGLE_SERVICE_ACCOUNT` (or `GOOGLE_SERVICE_ACCOUNT_PATH`): the path of
+//!   one. A key with `"disable_oauth": true` sends unauthenticated requests
+//!   (test servers). `GOOGLE_APPLICATION_CREDENTIALS` names an application
+//!   default credentials file. With none of them, a GCE/TPU VM's metadata
+//!   server provides the credentials.
+//! - `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`,
+//!   `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`: the same for S3.
+//!
+//! Explicit [`StorageOptions`] (a config's `storage:` section) take precedence.
 
 mod options;
 pub mod retry;
@@ -105,6 +124,9 @@ pub fn open_with(url: &str, options: &StorageOptions) -> Result<Location, Storag
         let prefix = ObjectPath::parse(prefix.trim_end_matches('/')).map_err(|e| bad(format!("bad prefix: {e}")))?;
         let store: Arc<dyn ObjectStore> = match scheme {
             "gs" => {
+                if options.gcs_base_url.is_none() {
+                    check_endpoint_variable("GOOGLE_BASE_URL").map_err(bad)?;
+                }
                 let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(bucket)
                     .with_retry(options.retry.to_object_store());
@@ -117,6 +139,9 @@ pub fn open_with(url: &str, options: &StorageOptions) -> Result<Location, Storag
                 Arc::new(builder.build().map_err(|e| bad(format!("cannot open Google Cloud Storage: {e}")))?)
             }
             "s3" => {
+                if options.s3_endpoint.is_none() {
+                    check_endpoint_variable("AWS_ENDPOINT").map_err(bad)?;
+                }
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
                     .with_retry(options.retry.to_object_store());
@@ -132,6 +157,17 @@ pub fn open_with(url: &str, options: &StorageOptions) -> Result<Location, Storag
         return Ok(Location { store, prefix, url: url.to_string() });
     }
     open_local(url, url)
+}
+
+/// An endpoint from the environment must be an http(s) URL; the backends
+/// would otherwise only fail at the first request, with a less clear message.
+fn check_endpoint_variable(name: &str) -> Result<(), String> {
+    match std::env::var(name) {
+        Ok(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+            Err(format!("the environment variable {name} must be an http:// or https:// URL, got '{url}'"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn open_local(path: &str, url: &str) -> Result<Location, StorageError> {

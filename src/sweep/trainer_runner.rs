@@ -91,7 +91,7 @@ impl TrialRunner for TrainerRunner {
         let mut trainer = Trainer::with_programs(&self.client, config.clone(), reusable)?;
         self.programs = Some((key, trainer.programs()));
         let config_yaml = serde_yaml::to_string(&config).map_err(|e| Error::Invalid(format!("trial {}: config to YAML: {e}", trial.id)))?;
-        let (mut run, restored) = RunDir::open(&run_dir.url, &config_yaml, &config.checkpoint, &trainer.tensor_types())?;
+        let (mut run, restored) = RunDir::open_with(&run_dir.url, &config.storage, &config_yaml, &config.checkpoint, &trainer.tensor_types())?;
         if let Some(ckpt) = &restored {
             trainer.restore(ckpt)?;
         }

@@ -17,6 +17,9 @@ pub struct TrainConfig {
     pub data: DataConfig,
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// Retries and endpoint overrides for the run directory's store.
+    #[serde(default)]
+    pub storage: crate::storage::StorageOptions,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -111,6 +114,7 @@ impl TrainConfig {
         }
         self.data.validate()?;
         self.checkpoint.validate()?;
+        self.storage.validate()?;
         Ok(())
     }
 }

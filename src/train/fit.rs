@@ -63,6 +63,7 @@ pub fn fit(model: &mut dyn Trainable, run: &mut RunDir, opts: &FitOptions, mut o
     let mut schedule = opts.checkpoint.schedule(model.step(), Instant::now()).map_err(Error::Invalid)?;
     let mut last_saved = None;
     let mut window = (Instant::now(), 0u64);
+    let mut metrics_unwritten = false;
 
     while model.step() < t.steps {
         if let Some(reason) = opts.stop.reason() {
@@ -89,9 +90,19 @@ pub fn fit(model: &mut dyn Trainable, run: &mut RunDir, opts: &FitOptions, mut o
                 eval_loss,
                 extra: r.extra,
             };
-            run.metrics.append(m.clone())?;
+            // Storage trouble must not stop training: the log stays whole in
+            // memory and the next write that gets through includes everything.
+            metrics_unwritten = match run.metrics.append(m.clone()) {
+                Ok(()) => false,
+                Err(e) => {
+                    tracing::warn!("could not write the metrics of step {step} (kept, written with the next ones): {e}");
+                    true
+                }
+            };
             if eval_due {
-                run.metrics.write_plot(&opts.title)?;
+                if let Err(e) = run.metrics.write_plot(&opts.title) {
+                    tracing::warn!("could not write the loss plot at step {step} (redrawn at the next evaluation): {e}");
+                }
             }
             on_log(&m);
             window = (Instant::now(), 0);
@@ -103,7 +114,16 @@ pub fn fit(model: &mut dyn Trainable, run: &mut RunDir, opts: &FitOptions, mut o
     }
     save(&*model, run, session.elapsed().as_secs_f64(), &mut last_saved)?;
     run.checkpoints.wait()?;
-    run.metrics.write_plot(&opts.title)?;
+    // The final checkpoint is committed, so the run is done; metrics that still
+    // cannot be written are reported, not a reason to train again.
+    if metrics_unwritten {
+        if let Err(e) = run.metrics.write() {
+            tracing::error!("the last metrics records could not be written to {}: {e}", run.location.url);
+        }
+    }
+    if let Err(e) = run.metrics.write_plot(&opts.title) {
+        tracing::error!("the loss plot could not be written to {}: {e}", run.location.url);
+    }
     Ok(Outcome::Finished { step: model.step() })
 }
 

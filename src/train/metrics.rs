@@ -52,8 +52,15 @@ impl MetricsLog {
         &self.records
     }
 
+    /// Adds a record and rewrites the log. When the write fails the record is
+    /// still kept, and the next successful write includes it.
     pub fn append(&mut self, m: StepMetrics) -> Result<()> {
         self.records.push(m);
+        self.write()
+    }
+
+    /// Rewrites `metrics.jsonl` with every record.
+    pub fn write(&self) -> Result<()> {
         let mut text = String::new();
         for r in &self.records {
             text.push_str(&serde_json::to_string(r).map_err(|e| Error::Invalid(format!("metrics: {e}")))?);

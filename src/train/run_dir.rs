@@ -5,7 +5,7 @@ use super::metrics::MetricsLog;
 use crate::checkpoint::{changed_config_keys, check_compatible, CheckpointConfig, CheckpointManager, Checkpoint};
 use crate::error::{Error, Result};
 use crate::graph::TensorType;
-use crate::storage::{self, Location, RetryPolicy};
+use crate::storage::{self, Location, StorageOptions};
 
 pub const CONFIG_FILE: &str = "config.yaml";
 
@@ -24,8 +24,21 @@ impl RunDir {
     /// committed checkpoint, if any, after checking that its tensors have the
     /// `expected` names and shapes. Returns the run and that checkpoint.
     pub fn open(url: &str, config_yaml: &str, checkpoint: &CheckpointConfig, expected: &[(String, TensorType)]) -> Result<(RunDir, Option<Checkpoint>)> {
-        let location = storage::open(url)?;
-        let checkpoints = CheckpointManager::open_with(&location, checkpoint.retention(), checkpoint.write_options(RetryPolicy::default()))?;
+        Self::open_with(url, &StorageOptions::default(), config_yaml, checkpoint, expected)
+    }
+
+    /// Like [`Self::open`], with the store's retry policy and endpoints from
+    /// `storage` (a config's `storage:` section); checkpoint writes retry with
+    /// the same policy.
+    pub fn open_with(
+        url: &str,
+        storage: &StorageOptions,
+        config_yaml: &str,
+        checkpoint: &CheckpointConfig,
+        expected: &[(String, TensorType)],
+    ) -> Result<(RunDir, Option<Checkpoint>)> {
+        let location = storage::open_with(url, storage)?;
+        let checkpoints = CheckpointManager::open_with(&location, checkpoint.retention(), checkpoint.write_options(storage.retry.clone()))?;
         let report = checkpoints.restore_latest_report()?;
         for skipped in &report.skipped {
             tracing::warn!("checkpoint of step {} in {} is damaged and was skipped: {}", skipped.step, location.url, skipped.reason);

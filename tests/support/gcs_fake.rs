@@ -6,7 +6,8 @@
 //! carry ETag, Last-Modified and generation headers.
 //!
 //! Faults can be injected: error statuses, dropped connections and slow
-//! answers, for the next N requests (optionally only for one HTTP method).
+//! answers, for the next N requests (optionally only for one HTTP method,
+//! and only for keys containing some text).
 
 use super::http::{percent_decode, Handler, Reply, Request, Response, Server};
 use dalle_xla::storage::{self, Location, RetryPolicy, StorageOptions};
@@ -55,6 +56,7 @@ struct InjectedFault {
     remaining: usize,
     fault: Fault,
     method: Option<String>,
+    key_contains: Option<String>,
 }
 
 /// An upload in progress: bucket, key and the parts received by number.
@@ -68,6 +70,8 @@ struct State {
     next_upload: u64,
     faults: VecDeque<InjectedFault>,
     log: Vec<Logged>,
+    /// (method, key) of every request as it arrives, before faults and delays.
+    arrivals: Vec<(String, String)>,
     page_size: Option<usize>,
 }
 
@@ -110,7 +114,24 @@ impl GcsFake {
 
     /// Applies `fault` to the next `times` requests (of `method` only, when given).
     pub fn inject(&self, times: usize, fault: Fault, method: Option<&str>) {
-        self.lock().faults.push_back(InjectedFault { remaining: times, fault, method: method.map(str::to_string) });
+        self.lock().faults.push_back(InjectedFault { remaining: times, fault, method: method.map(str::to_string), key_contains: None });
+    }
+
+    /// Applies `fault` to the next `times` requests of `method` (any, when
+    /// `None`) whose object key contains `key_contains`.
+    pub fn inject_for_key(&self, times: usize, fault: Fault, method: Option<&str>, key_contains: &str) {
+        self.lock().faults.push_back(InjectedFault {
+            remaining: times,
+            fault,
+            method: method.map(str::to_string),
+            key_contains: Some(key_contains.to_string()),
+        });
+    }
+
+    /// (method, key) of every request so far, recorded on arrival: a request
+    /// held by a `Delay` fault is here while it waits.
+    pub fn arrivals(&self) -> Vec<(String, String)> {
+        self.lock().arrivals.clone()
     }
 
     pub fn clear_faults(&self) {
@@ -152,8 +173,10 @@ impl GcsFake {
     }
 }
 
-fn take_fault(st: &mut State, method: &str) -> Option<Fault> {
-    let index = st.faults.iter().position(|f| f.remaining > 0 && f.method.as_deref().is_none_or(|m| m == method))?;
+fn take_fault(st: &mut State, method: &str, key: &str) -> Option<Fault> {
+    let index = st.faults.iter().position(|f| {
+        f.remaining > 0 && f.method.as_deref().is_none_or(|m| m == method) && f.key_contains.as_deref().is_none_or(|k| key.contains(k))
+    })?;
     let f = &mut st.faults[index];
     f.remaining -= 1;
     let fault = f.fault.clone();
@@ -165,7 +188,11 @@ fn take_fault(st: &mut State, method: &str) -> Option<Fault> {
 
 fn handle(state: &Mutex<State>, req: &Request) -> Reply {
     let (bucket, key) = split_target(&req.path);
-    let fault = take_fault(&mut state.lock().unwrap_or_else(|e| e.into_inner()), &req.method);
+    let fault = {
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        st.arrivals.push((req.method.clone(), key.clone()));
+        take_fault(&mut st, &req.method, &key)
+    };
     let log = |status: u16| {
         state.lock().unwrap_or_else(|e| e.into_inner()).log.push(Logged {
             method: req.method.clone(),

@@ -1,0 +1,436 @@
+//! The VQGAN model side of the shared training loop ([`crate::train::fit`]):
+//! compile [`VqganSteps`], put seeded weights on every device, then alternate
+//! generator and (from `loss.disc_start`) discriminator updates over batches
+//! from the image loader. Checkpoints hold both networks' parameters and
+//! optimizer state (`generator/...`, `discriminator/...`); the autoencoder
+//! weights alone can be exported to a self-describing safetensors file
+//! (`vqgan.safetensors`, model config in its metadata) for `dalle encode`.
+
+use super::steps::{NetLayout, VqganSetup, VqganSteps, DISCRIMINATOR_STATS, GENERATOR_GAN_STATS, GENERATOR_STATS};
+use super::train_config::VqganTrainConfig;
+use super::weights::{read_safetensors_with_metadata, to_safetensors_with_metadata};
+use super::{Lpips, Vqgan, VqganConfig};
+use crate::checkpoint::{Checkpoint, CheckpointMeta};
+use crate::data::images::{ImageIndex, ImageLoader, LoaderOptions, SkipReport};
+use crate::error::{Error, Result};
+use crate::graph::TensorType;
+use crate::host::HostTensor;
+use crate::pjrt::{Buffer, Client};
+use crate::runtime::{download, Program};
+use crate::train::{StepRecord, Trainable};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// The exported autoencoder weights inside a run directory.
+pub const WEIGHTS_FILE: &str = "vqgan.safetensors";
+/// Metadata key holding the model config (JSON) in weight files.
+pub const CONFIG_KEY: &str = "vqgan_config";
+const GENERATOR: &str = "generator/";
+const DISCRIMINATOR: &str = "discriminator/";
+
+/// Statistics of one update, by name (`loss`, `l1`, `codebook`, `d_loss`, ...).
+pub type StepStats = BTreeMap<String, f64>;
+
+pub struct VqganTrainer {
+    pub config: VqganTrainConfig,
+    pub replicas: usize,
+    steps: VqganSteps,
+    /// Per device: generator params + state, frozen LPIPS weights, discriminator params + state.
+    generator: Vec<Vec<Buffer>>,
+    frozen: Vec<Vec<Buffer>>,
+    discriminator: Vec<Vec<Buffer>>,
+    /// Updates done so far.
+    pub step: u64,
+    train_data: ImageLoader,
+    /// Held-out batches for the reconstruction error.
+    eval_data: Vec<HostTensor>,
+}
+
+fn start_loader(config: &VqganTrainConfig, source: &str, seed: u64, shuffle: bool, epochs: Option<u64>) -> Result<ImageLoader> {
+    let index = ImageIndex::open(Path::new(source))?;
+    let options = LoaderOptions {
+        resolution: config.model.resolution as u32,
+        batch_size: config.train.batch_size,
+        seed,
+        shuffle,
+        epochs,
+        workers: config.data.workers,
+        ..Default::default()
+    };
+    ImageLoader::start(index, options)
+}
+
+fn split_rows(batch: &HostTensor, parts: usize) -> Result<Vec<HostTensor>> {
+    let n = batch.shape[0] as usize;
+    if n % parts != 0 {
+        return Err(Error::Invalid(format!("a batch of {n} images cannot be split evenly over {parts} devices")));
+    }
+    let per = n / parts;
+    let row = batch.data.len() / n.max(1);
+    Ok((0..parts)
+        .map(|d| {
+            let mut shape = batch.shape.clone();
+            shape[0] = per as i64;
+            HostTensor { dtype: batch.dtype, shape, data: batch.data[d * per * row..(d + 1) * per * row].to_vec() }
+        })
+        .collect())
+}
+
+impl VqganTrainer {
+    /// Compiles the programs and puts fresh (seeded) weights on every device,
+    /// or the run directory's checkpoint when it has one.
+    pub fn new(client: &Client, config: VqganTrainConfig) -> Result<VqganTrainer> {
+        config.validate().map_err(Error::Invalid)?;
+        let t = &config.train;
+        let replicas = if t.devices == 0 { client.device_count() } else { t.devices };
+        if replicas > client.device_count() {
+            return Err(Error::Invalid(format!("train.devices is {replicas} but the client has {} devices", client.device_count())));
+        }
+        if t.batch_size % replicas != 0 {
+            return Err(Error::Invalid(format!("train.batch_size ({}) must be divisible by the {replicas} devices", t.batch_size)));
+        }
+        let lpips = match (&config.loss.vgg16, &config.loss.lpips) {
+            (Some(vgg), Some(heads)) => Some(Lpips::load(Path::new(vgg), Path::new(heads))?),
+            _ => {
+                tracing::warn!("no loss.vgg16 / loss.lpips weights given: training without the perceptual loss");
+                None
+            }
+        };
+        let model = Vqgan::new(config.model.clone());
+        let (g_opt, d_opt) = (config.optimizer.build().map_err(Error::Invalid)?, config.disc_optimizer.build().map_err(Error::Invalid)?);
+        let started = std::time::Instant::now();
+        let steps = VqganSteps::compile(&VqganSetup {
+            client,
+            model: &model,
+            discriminator: &config.discriminator,
+            loss: &config.loss,
+            lpips: lpips.as_ref(),
+            generator_optimizer: g_opt.as_ref(),
+            discriminator_optimizer: d_opt.as_ref(),
+            generator_clip: config.optimizer.max_grad_norm,
+            discriminator_clip: config.disc_optimizer.max_grad_norm,
+            per_device: (t.batch_size / replicas) as i64,
+            replicas,
+            with_gan: config.loss.disc_start < t.steps,
+        })?;
+        tracing::info!("compiled the VQGAN training programs for {replicas} device(s) in {:.1?}", started.elapsed());
+        let program = &steps.generator_step;
+        let frozen_values: Vec<HostTensor> = match &lpips {
+            Some(l) => steps.frozen.iter().map(|n| l.weights.get(n).cloned().ok_or_else(|| Error::Invalid(format!("LPIPS weight '{n}' missing")))).collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        let frozen_refs: Vec<&HostTensor> = frozen_values.iter().collect();
+        let frozen = (0..replicas).map(|d| program.upload(d, &frozen_refs)).collect::<Result<_>>()?;
+        let train_data = start_loader(&config, &config.data.images, config.train.seed, true, None)?;
+        let eval_data = match &config.data.eval_images {
+            Some(source) => {
+                let loader = start_loader(&config, source, 0, false, Some(1))?;
+                let batches = loader.take(config.train.eval_batches.max(1) as usize).collect::<Result<Vec<_>>>()?;
+                if batches.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "data.eval_images '{source}' has fewer readable images than one batch (train.batch_size = {})",
+                        config.train.batch_size
+                    )));
+                }
+                batches.into_iter().map(|b| b.pixels).collect()
+            }
+            None => Vec::new(),
+        };
+        let mut trainer = VqganTrainer { config, replicas, steps, generator: vec![], frozen, discriminator: vec![], step: 0, train_data, eval_data };
+        let seed = trainer.config.train.seed;
+        let init = |layout: &NetLayout| -> Vec<HostTensor> {
+            let params = layout.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape));
+            params.chain(layout.state.iter().map(|(_, s)| HostTensor::zeros(s.ty.dtype, &s.ty.shape))).collect()
+        };
+        let (g, d) = (init(&trainer.steps.generator), init(&trainer.steps.discriminator));
+        trainer.upload(&g, &d)?;
+        Ok(trainer)
+    }
+
+    /// Images the loader left out so far (unreadable or without caption).
+    pub fn skipped_images(&self) -> SkipReport {
+        self.train_data.skipped()
+    }
+
+    /// Autoencoder parameters, in the order the compiled programs take them.
+    pub fn parameter_count(&self) -> i64 {
+        self.steps.generator.params.iter().map(|p| p.ty.numel()).sum()
+    }
+
+    pub fn generator_layout(&self) -> &NetLayout {
+        &self.steps.generator
+    }
+
+    pub fn discriminator_layout(&self) -> &NetLayout {
+        &self.steps.discriminator
+    }
+
+    fn upload(&mut self, generator: &[HostTensor], discriminator: &[HostTensor]) -> Result<()> {
+        for (layout, values, what) in [(&self.steps.generator, generator, "generator"), (&self.steps.discriminator, discriminator, "discriminator")] {
+            let names = layout.names();
+            if names.len() != values.len() {
+                return Err(Error::Invalid(format!("the {what} has {} tensors, got {}", names.len(), values.len())));
+            }
+            let types = layout.params.iter().map(|p| &p.ty).chain(layout.state.iter().map(|(_, s)| &s.ty));
+            for ((name, want), got) in names.iter().zip(types).zip(values) {
+                if want.dtype != got.dtype || want.shape != got.shape {
+                    return Err(Error::Invalid(format!("'{name}' must be {want}, got {}{:?}", got.dtype, got.shape)));
+                }
+            }
+        }
+        let program = &self.steps.generator_step;
+        let g: Vec<&HostTensor> = generator.iter().collect();
+        let d: Vec<&HostTensor> = discriminator.iter().collect();
+        self.generator = (0..self.replicas).map(|i| program.upload(i, &g)).collect::<Result<_>>()?;
+        self.discriminator = (0..self.replicas).map(|i| program.upload(i, &d)).collect::<Result<_>>()?;
+        Ok(())
+    }
+
+    fn scalars(&self, program: &Program, lr: f64) -> Result<Vec<Vec<Buffer>>> {
+        let (lr, count) = (HostTensor::scalar(lr as f32), HostTensor::scalar((self.step + 1) as f32));
+        (0..self.replicas).map(|d| program.upload(d, &[&lr, &count])).collect()
+    }
+
+    /// One update on `images` `[batch_size, R, R, 3]` in [-1, 1]: the
+    /// autoencoder, then (from `disc_start`) the discriminator.
+    pub fn train_on(&mut self, images: &HostTensor) -> Result<StepStats> {
+        let gan = self.step >= self.config.loss.disc_start && self.steps.generator_gan_step.is_some();
+        let shards = split_rows(images, self.replicas)?;
+        let g_program = if gan { self.steps.generator_gan_step.as_ref().expect("checked") } else { &self.steps.generator_step };
+        let inputs: Vec<Vec<Buffer>> = shards.iter().enumerate().map(|(d, s)| g_program.upload(d, &[s])).collect::<Result<_>>()?;
+        let g_lr = self.config.optimizer.schedule.lr(self.config.optimizer.learning_rate, self.step);
+        let scalars = self.scalars(g_program, g_lr)?;
+        let n_gen_params = self.steps.generator.params.len();
+        let args: Vec<Vec<&Buffer>> = (0..self.replicas)
+            .map(|d| {
+                let (params, state) = self.generator[d].split_at(n_gen_params);
+                let mut a: Vec<&Buffer> = inputs[d].iter().chain(params).chain(&self.frozen[d]).collect();
+                if gan {
+                    a.extend(self.discriminator[d][..self.steps.discriminator.params.len()].iter());
+                }
+                a.extend(state.iter().chain(&scalars[d]));
+                a
+            })
+            .collect();
+        let outputs = g_program.execute(&args).map_err(|e| self.lost(e))?;
+        drop(args);
+        let mut stats = StepStats::new();
+        let kept = self.steps.generator.len();
+        let mut recon = Vec::new();
+        let mut new_generator = Vec::with_capacity(self.replicas);
+        for (d, mut out) in outputs.into_iter().enumerate() {
+            let mut tail = out.split_off(kept);
+            if d == 0 {
+                let names: &[&str] = if gan { &GENERATOR_GAN_STATS } else { &GENERATOR_STATS };
+                for (name, v) in names.iter().zip(download(&tail[0])?.to_f64_vec()) {
+                    stats.insert(name.to_string(), v);
+                }
+            }
+            if gan {
+                recon.push(tail.remove(1));
+            }
+            new_generator.push(out);
+        }
+        self.generator = new_generator;
+
+        if gan {
+            let d_program = self.steps.discriminator_step.as_ref().expect("compiled with the GAN programs");
+            let d_lr = self.config.disc_optimizer.schedule.lr(self.config.disc_optimizer.learning_rate, self.step - self.config.loss.disc_start);
+            let scalars = self.scalars(d_program, d_lr)?;
+            let args: Vec<Vec<&Buffer>> =
+                (0..self.replicas).map(|d| inputs[d].iter().chain([&recon[d]]).chain(&self.discriminator[d]).chain(&scalars[d]).collect()).collect();
+            let outputs = d_program.execute(&args).map_err(|e| self.lost(e))?;
+            drop(args);
+            let kept = self.steps.discriminator.len();
+            let mut new_disc = Vec::with_capacity(self.replicas);
+            for (d, mut out) in outputs.into_iter().enumerate() {
+                let tail = out.split_off(kept);
+                if d == 0 {
+                    for (name, v) in DISCRIMINATOR_STATS.iter().zip(download(&tail[0])?.to_f64_vec()) {
+                        stats.insert(name.to_string(), v);
+                    }
+                }
+                new_disc.push(out);
+            }
+            self.discriminator = new_disc;
+        }
+        stats.insert("lr".into(), g_lr);
+        self.step += 1;
+        Ok(stats)
+    }
+
+    fn lost(&self, e: Error) -> Error {
+        Error::Invalid(format!("VQGAN training step {} failed; the weights on the devices may be lost, resume from the last checkpoint: {e}", self.step + 1))
+    }
+
+    /// Mean squared reconstruction error on `images` (pixels in [-1, 1]).
+    pub fn reconstruction_mse(&self, images: &HostTensor) -> Result<f64> {
+        let shards = split_rows(images, self.replicas)?;
+        let program = &self.steps.eval;
+        let n_params = self.steps.generator.params.len();
+        let inputs: Vec<Vec<Buffer>> = shards.iter().enumerate().map(|(d, s)| program.upload(d, &[s])).collect::<Result<_>>()?;
+        let args: Vec<Vec<&Buffer>> = (0..self.replicas).map(|d| inputs[d].iter().chain(&self.generator[d][..n_params]).collect()).collect();
+        let out = program.execute(&args)?;
+        Ok(download(&out[0][0])?.to_f64_vec()[0])
+    }
+
+    /// The autoencoder's parameters by name.
+    pub fn parameters(&self) -> Result<BTreeMap<String, HostTensor>> {
+        let layout = &self.steps.generator;
+        layout.params.iter().zip(&self.generator[0]).map(|(p, b)| Ok((p.name.clone(), download(b)?))).collect()
+    }
+
+    /// The discriminator's parameters by name.
+    pub fn discriminator_parameters(&self) -> Result<BTreeMap<String, HostTensor>> {
+        let layout = &self.steps.discriminator;
+        layout.params.iter().zip(&self.discriminator[0]).map(|(p, b)| Ok((p.name.clone(), download(b)?))).collect()
+    }
+
+    fn values(&self, layout: &NetLayout, buffers: &[Buffer], prefix: &str) -> Result<Vec<(String, HostTensor)>> {
+        layout.names().into_iter().zip(buffers).map(|(n, b)| Ok((format!("{prefix}{n}"), download(b)?))).collect()
+    }
+
+    /// Mean squared reconstruction error over the held-out batches; `None` without `data.eval_images`.
+    pub fn eval_mse(&self) -> Result<Option<f64>> {
+        if self.eval_data.is_empty() {
+            return Ok(None);
+        }
+        let mut total = 0.0;
+        for images in &self.eval_data {
+            total += self.reconstruction_mse(images)?;
+        }
+        Ok(Some(total / self.eval_data.len() as f64))
+    }
+}
+
+impl Trainable for VqganTrainer {
+    fn step(&self) -> u64 {
+        self.step
+    }
+
+    fn train_step(&mut self) -> Result<StepRecord> {
+        let batch = self.train_data.next().ok_or_else(|| Error::Invalid("the image loader stopped before the last training step".into()))??;
+        let mut extra = self.train_on(&batch.pixels)?;
+        let loss = extra.remove("loss").unwrap_or(f64::NAN);
+        let lr = extra.remove("lr").unwrap_or(f64::NAN);
+        let grad_norm = extra.remove("grad_norm").unwrap_or(f64::NAN);
+        Ok(StepRecord { loss, lr, grad_norm, samples: self.config.train.batch_size as u64, extra })
+    }
+
+    /// The held-out mean squared error; its PSNR is `10 log10(4 / mse)` dB.
+    fn evaluate(&mut self) -> Result<Option<f64>> {
+        self.eval_mse()
+    }
+
+    fn snapshot(&self) -> Result<Checkpoint> {
+        let mut tensors = self.values(&self.steps.generator, &self.generator[0], GENERATOR)?;
+        tensors.extend(self.values(&self.steps.discriminator, &self.discriminator[0], DISCRIMINATOR)?);
+        Ok(Checkpoint {
+            step: self.step,
+            tensors,
+            meta: CheckpointMeta {
+                samples_seen: self.step * self.config.train.batch_size as u64,
+                data_position: serde_json::json!({ "kind": "images", "step": self.step }),
+                rng: serde_json::json!({ "seed": self.config.train.seed }),
+                ..Default::default()
+            },
+        })
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let by_name: HashMap<&str, &HostTensor> = checkpoint.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let pick = |layout: &NetLayout, prefix: &str| -> Result<Vec<HostTensor>> {
+            layout
+                .names()
+                .iter()
+                .map(|n| {
+                    let key = format!("{prefix}{n}");
+                    by_name.get(key.as_str()).map(|t| (*t).clone()).ok_or_else(|| Error::Invalid(format!("the checkpoint has no tensor '{key}'")))
+                })
+                .collect()
+        };
+        let (g, d) = (pick(&self.steps.generator, GENERATOR)?, pick(&self.steps.discriminator, DISCRIMINATOR)?);
+        self.upload(&g, &d)?;
+        self.step = checkpoint.step;
+        // The image loader has no saved position: a resumed run continues with
+        // a shuffle seeded by (seed, step), deterministic but not the order an
+        // uninterrupted run would have seen.
+        let seed = self.config.train.seed ^ checkpoint.step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.train_data = start_loader(&self.config, &self.config.data.images, seed, true, None)?;
+        Ok(())
+    }
+
+    fn tensor_types(&self) -> Vec<(String, TensorType)> {
+        let mut out = Vec::new();
+        for (layout, prefix) in [(&self.steps.generator, GENERATOR), (&self.steps.discriminator, DISCRIMINATOR)] {
+            let types = layout.params.iter().map(|p| p.ty.clone()).chain(layout.state.iter().map(|(_, s)| s.ty.clone()));
+            out.extend(layout.names().into_iter().map(|n| format!("{prefix}{n}")).zip(types));
+        }
+        out
+    }
+}
+
+/// Autoencoder weights as safetensors bytes with the model config in the
+/// metadata, so the file alone is enough to encode and decode.
+pub fn weights_file(config: &VqganConfig, weights: &[(String, HostTensor)]) -> Result<Vec<u8>> {
+    let config_json = serde_json::to_string(config).map_err(|e| Error::Invalid(format!("model config: {e}")))?;
+    to_safetensors_with_metadata(weights, Some(HashMap::from([(CONFIG_KEY.to_string(), config_json)])))
+}
+
+/// The autoencoder weights of a checkpoint (`generator/` tensors without optimizer state).
+pub fn checkpoint_weights(checkpoint: &Checkpoint) -> Vec<(String, HostTensor)> {
+    checkpoint
+        .tensors
+        .iter()
+        .filter_map(|(n, t)| n.strip_prefix(GENERATOR).filter(|n| !n.contains('/')).map(|n| (n.to_string(), t.clone())))
+        .collect()
+}
+
+/// Reads a weights file written from [`weights_file`]: the model config and the parameters.
+pub fn load_weights(path: &Path) -> Result<(VqganConfig, BTreeMap<String, HostTensor>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    parse_weights(&bytes, path)
+}
+
+/// The VQGAN of `--vqgan`: a weights file, or a run directory (local or a
+/// storage URL) holding `vqgan.safetensors` or, failing that, checkpoints
+/// (the newest committed one is used). Returns the config, the weights and
+/// where they came from.
+pub fn open_vqgan(path_or_run: &str) -> Result<(VqganConfig, BTreeMap<String, HostTensor>, String)> {
+    let local = Path::new(path_or_run);
+    if local.is_file() {
+        let (c, w) = load_weights(local)?;
+        return Ok((c, w, path_or_run.to_string()));
+    }
+    let location = crate::storage::open(path_or_run).map_err(|e| Error::Invalid(e.to_string()))?;
+    if let Some(bytes) = location.get(WEIGHTS_FILE).map_err(|e| Error::Invalid(e.to_string()))? {
+        let origin = format!("{}/{WEIGHTS_FILE}", path_or_run.trim_end_matches('/'));
+        let (c, w) = parse_weights(&bytes, Path::new(&origin))?;
+        return Ok((c, w, origin));
+    }
+    let manager = crate::checkpoint::CheckpointManager::open(&location, crate::checkpoint::CheckpointConfig::default().retention())
+        .map_err(|e| Error::Invalid(format!("{path_or_run}: {e}")))?;
+    let checkpoint = manager.restore_latest().map_err(|e| Error::Invalid(format!("{path_or_run}: {e}")))?.ok_or_else(|| {
+        Error::Invalid(format!("{path_or_run} is neither a VQGAN weights file nor a run with {WEIGHTS_FILE} or a committed checkpoint"))
+    })?;
+    let config: VqganTrainConfig = serde_yaml::from_str(&checkpoint.meta.config_yaml)
+        .map_err(|e| Error::Invalid(format!("{path_or_run}: the checkpoint's config is not a VQGAN training config: {e}")))?;
+    let origin = format!("{path_or_run} (checkpoint of step {})", checkpoint.step);
+    Ok((config.model, checkpoint_weights(&checkpoint).into_iter().collect(), origin))
+}
+
+fn parse_weights(bytes: &[u8], path: &Path) -> Result<(VqganConfig, BTreeMap<String, HostTensor>)> {
+    let (weights, meta) = read_safetensors_with_metadata(bytes, &path.display().to_string())?;
+    let json = meta.get(CONFIG_KEY).ok_or_else(|| {
+        Error::Invalid(format!("{} has no '{CONFIG_KEY}' metadata: it was not written by dalle train-vqgan", path.display()))
+    })?;
+    let config: VqganConfig =
+        serde_json::from_str(json).map_err(|e| Error::Invalid(format!("{}: the '{CONFIG_KEY}' metadata is not a VQGAN config: {e}", path.display())))?;
+    config.validate().map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    Ok((config, weights))
+}
+
+/// PSNR in dB of a mean squared error on pixels in [-1, 1] (peak-to-peak 2).
+pub fn psnr(mse: f64) -> f64 {
+    10.0 * (4.0 / mse.max(1e-12)).log10()
+}
