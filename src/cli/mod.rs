@@ -5,6 +5,7 @@ pub mod common;
 mod data;
 mod demo;
 mod info;
+mod sweep;
 mod tokenizer;
 mod train;
 mod vqgan;
@@ -26,6 +27,8 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Train DalleBart from a YAML config (resumes the run if it has a checkpoint).
     Train(train::TrainArgs),
+    /// Run a hyperparameter sweep of training runs (resumes the sweep in its directory).
+    Sweep(sweep::SweepArgs),
     /// Train the VQGAN image tokenizer from a YAML config (resumes the run if it has a checkpoint).
     TrainVqgan(vqgan::TrainVqganArgs),
     /// Encode an image+caption dataset into parquet shards of caption + VQGAN tokens.
@@ -55,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Info(a) => info::run(a),
         Command::Train(a) => train::run(a),
+        Command::Sweep(a) => sweep::run(a),
         Command::TrainVqgan(a) => vqgan::train(a),
         Command::Encode(a) => vqgan::encode(a),
         Command::Decode(a) => vqgan::decode(a),

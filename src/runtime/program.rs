@@ -20,6 +20,10 @@ pub struct ProgramOptions {
     pub arg_shardings: Vec<Option<String>>,
     /// Per-result SPMD shardings.
     pub result_shardings: Vec<Option<String>>,
+    /// Client device indices to run on, replica-major (`replicas x partitions` of them);
+    /// `None` means the client's first devices. Lets several programs share one client
+    /// on disjoint devices (e.g. sweep trials side by side).
+    pub devices: Option<Vec<usize>>,
 }
 
 impl ProgramOptions {
@@ -29,6 +33,36 @@ impl ProgramOptions {
     pub fn donating(mut self, params: impl IntoIterator<Item = usize>) -> Self {
         self.donate.extend(params);
         self
+    }
+    /// Runs on these client device indices instead of the first ones.
+    pub fn on_devices(mut self, devices: Vec<usize>) -> Self {
+        self.devices = Some(devices);
+        self
+    }
+
+    /// The PJRT device ids of `devices`, as `[replica][partition]`, checked against `client`.
+    fn device_assignment(&self, client: &Client) -> Result<Option<Vec<Vec<i64>>>> {
+        let Some(devices) = &self.devices else { return Ok(None) };
+        let (replicas, partitions) = (self.replicas.max(1), self.partitions.max(1));
+        if devices.len() != replicas * partitions {
+            return Err(Error::Invalid(format!(
+                "the program has {replicas} replica(s) x {partitions} partition(s) but was given {} devices {devices:?}",
+                devices.len()
+            )));
+        }
+        let known = client.devices();
+        let mut seen = std::collections::HashSet::new();
+        let mut ids = Vec::with_capacity(devices.len());
+        for &d in devices {
+            let info = known.get(d).ok_or_else(|| {
+                Error::Invalid(format!("device index {d} is out of range: the {} client has {} devices", client.platform(), known.len()))
+            })?;
+            if !seen.insert(d) {
+                return Err(Error::Invalid(format!("device index {d} is listed twice in {devices:?}")));
+            }
+            ids.push(info.id as i64);
+        }
+        Ok(Some(ids.chunks(partitions).map(|c| c.to_vec()).collect()))
     }
 }
 
@@ -61,7 +95,7 @@ impl Program {
         let compile_opts = CompileOptions {
             num_replicas: options.replicas.max(1),
             num_partitions: options.partitions.max(1),
-            device_ids: None,
+            device_ids: options.device_assignment(client)?,
         };
         let t = Instant::now();
         let exe = client.compile(&module, &compile_opts).map_err(|e| annotate_compile_error(e, &module))?;

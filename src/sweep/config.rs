@@ -123,6 +123,18 @@ impl Parallelism {
         let d = self.devices_per_trial;
         (slot * d..(slot + 1) * d).collect()
     }
+
+    /// Checks that the trials running at once fit on `available` devices.
+    pub fn check_devices(&self, available: usize) -> Result<()> {
+        let needed = self.trials_in_parallel * self.devices_per_trial;
+        if needed > available {
+            return Err(Error::Invalid(format!(
+                "parallelism: {} trials x {} devices need {needed} devices, but only {available} are available",
+                self.trials_in_parallel, self.devices_per_trial
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

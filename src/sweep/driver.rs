@@ -238,6 +238,15 @@ fn run_job(shared: &Shared<'_>, runner: &mut dyn TrialRunner, index: usize, budg
                 t.message = (steps < budget).then(|| format!("ended at step {steps}, before its {budget}-step budget"));
             }
         }
+        (Ok(TrialOutcome::Interrupted { steps, reason }), _) => {
+            // Still `Running`: the next run of the sweep resumes it from its checkpoint.
+            t.steps = steps;
+            let id = t.id.clone();
+            st.save(shared.dir)?;
+            return Err(Error::Invalid(format!(
+                "the sweep was interrupted ({reason}) during trial {id} at step {steps}; its checkpoint is saved, run the same command to resume"
+            )));
+        }
         (Ok(TrialOutcome::Failed { message }), _) => {
             t.wall_time_s += elapsed;
             t.status = TrialStatus::Failed;

@@ -16,6 +16,7 @@ mod runner;
 mod space;
 mod state;
 mod store;
+mod trainer_runner;
 
 pub use config::{Metric, Objective, Parallelism, PlannedTrial, Strategy, SweepConfig};
 pub use driver::{run_sweep, run_sweep_parallel, RunnerFactory, SweepSummary, TRIALS_DIR};
@@ -23,3 +24,4 @@ pub use report::Report;
 pub use runner::{Decision, TrialOutcome, TrialRunner, TrialSpec};
 pub use space::ParamSpec;
 pub use state::{SweepState, TrialRecord, TrialStatus, STATE_FILE};
+pub use trainer_runner::TrainerRunner;

@@ -40,6 +40,10 @@ pub enum TrialOutcome {
     Diverged { steps: u64, wall_time_s: f64, reason: String },
     /// The trial cannot go on; the sweep records `message` and moves on.
     Failed { message: String },
+    /// The process was asked to stop (preemption, Ctrl-C) and the trial saved its state
+    /// at `steps`: the trial stays unfinished and the sweep ends, to be resumed by
+    /// running it again.
+    Interrupted { steps: u64, reason: String },
 }
 
 /// Trains trials. Implemented by the trainer for real sweeps and by fakes in tests.

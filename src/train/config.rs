@@ -40,6 +40,10 @@ pub struct LoopConfig {
     /// Devices to train on; 0 means all of the client's.
     #[serde(default)]
     pub devices: usize,
+    /// Train on exactly these client device indices (one replica each) instead of the
+    /// first `devices`, so runs can share a host on disjoint devices.
+    #[serde(default)]
+    pub device_ids: Vec<usize>,
     #[serde(default = "default_log_every")]
     pub log_every: u64,
     /// Evaluate every this many updates; 0 disables evaluation.
@@ -91,6 +95,19 @@ impl TrainConfig {
         }
         if !matches!(t.dtype.as_str(), "f32" | "bf16") {
             return Err(format!("train.dtype must be f32 or bf16, got '{}'", t.dtype));
+        }
+        if !t.device_ids.is_empty() {
+            if t.devices != 0 && t.devices != t.device_ids.len() {
+                return Err(format!(
+                    "train.devices ({}) disagrees with train.device_ids ({} devices); set only one of them",
+                    t.devices,
+                    t.device_ids.len()
+                ));
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(d) = t.device_ids.iter().find(|d| !seen.insert(**d)) {
+                return Err(format!("train.device_ids lists device {d} twice"));
+            }
         }
         if t.log_every == 0 {
             return Err("train.log_every must be at least 1".into());

@@ -55,6 +55,8 @@ pub struct StepSetup<'a> {
     /// Examples per device per micro-batch.
     pub per_device: i64,
     pub replicas: usize,
+    /// Client device indices of the replicas; `None`: the first `replicas` devices.
+    pub devices: Option<Vec<usize>>,
     /// Micro-batches summed into one update.
     pub accumulation: usize,
     pub with_eval: bool,
@@ -135,9 +137,10 @@ fn update_outputs(
     Ok(new_params)
 }
 
-fn compile(client: &Client, g: &Graph, outs: &[Tensor], opts: ProgramOptions) -> Result<Program> {
+fn compile(s: &StepSetup, g: &Graph, outs: &[Tensor], mut opts: ProgramOptions) -> Result<Program> {
+    opts.devices = s.devices.clone();
     let refs: Vec<&Tensor> = outs.iter().collect();
-    Program::compile(client, g, &refs, &opts)
+    Program::compile(s.client, g, &refs, &opts)
 }
 
 /// Builds and compiles the programs for `setup`.
@@ -158,7 +161,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         let mean_loss = replica_sum(&loss, n)?.scale(scale_of(1))?;
         let outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss)?;
         let donated = BATCH_ARGS..BATCH_ARGS + params.len() + state_specs.len();
-        programs.train = Some(compile(s.client, &g, &outs, ProgramOptions::replicated(n).donating(donated))?);
+        programs.train = Some(compile(s, &g, &outs, ProgramOptions::replicated(n).donating(donated))?);
         programs.layout = StepLayout { params: specs, state: state_specs };
     } else {
         // accumulate: (batch, params, grad_acc, loss_acc) -> (grad_acc + grads, loss_acc + loss)
@@ -174,7 +177,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         outs.push(loss_acc.add(&loss.cast(DType::F32)?)?);
         let first_acc = BATCH_ARGS + params.len();
         let donated = first_acc..first_acc + params.len() + 1;
-        programs.accumulate = Some(compile(s.client, &g, &outs, ProgramOptions::replicated(n).donating(donated))?);
+        programs.accumulate = Some(compile(s, &g, &outs, ProgramOptions::replicated(n).donating(donated))?);
 
         // apply: (params, state, grad_acc, loss_acc, lr, count) -> (params, state, 0, 0, loss, grad_norm)
         let g = Graph::new("apply");
@@ -193,7 +196,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         }
         outs.extend(tail);
         let donated = 0..2 * params.len() + state_specs.len() + 1;
-        programs.apply = Some(compile(s.client, &g, &outs, ProgramOptions::replicated(n).donating(donated))?);
+        programs.apply = Some(compile(s, &g, &outs, ProgramOptions::replicated(n).donating(donated))?);
         programs.layout = StepLayout { params: specs, state: state_specs };
     }
 
@@ -201,7 +204,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         let g = Graph::new("eval_step");
         let (_, _, loss) = loss_graph(&g, s.model, s.per_device)?;
         let mean_loss = replica_sum(&loss, n)?.scale(scale_of(1))?;
-        programs.eval = Some(compile(s.client, &g, &[mean_loss], ProgramOptions::replicated(n))?);
+        programs.eval = Some(compile(s, &g, &[mean_loss], ProgramOptions::replicated(n))?);
     }
     Ok(programs)
 }

@@ -15,12 +15,13 @@ use crate::nn::Precision;
 use crate::pjrt::{Buffer, Client};
 use crate::runtime::{download, Program};
 use crate::DType;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub struct Trainer {
     pub config: TrainConfig,
     pub replicas: usize,
-    programs: StepPrograms,
+    programs: Arc<StepPrograms>,
     /// Per device: parameters, optimizer state, then (with accumulation) gradient and loss accumulators.
     device_state: Vec<Vec<Buffer>>,
     /// Updates done so far.
@@ -35,12 +36,33 @@ pub struct Trainer {
 impl Trainer {
     /// Opens the data, compiles the programs and puts freshly initialised weights on every device.
     pub fn new(client: &Client, config: TrainConfig) -> Result<Trainer> {
+        Self::with_programs(client, config, None)
+    }
+
+    /// As [`Trainer::new`], reusing `programs` from [`Trainer::programs`] of an earlier
+    /// trainer whose config differed only in what the host decides each step (learning
+    /// rate and schedule, seed, steps, logging and evaluation intervals, checkpoints);
+    /// `None` compiles them. Sweeps use this to compile once for many trials.
+    pub fn with_programs(client: &Client, config: TrainConfig, programs: Option<Arc<StepPrograms>>) -> Result<Trainer> {
         config.validate().map_err(Error::Invalid)?;
         let t = &config.train;
-        let replicas = if t.devices == 0 { client.device_count() } else { t.devices };
+        let replicas = if !t.device_ids.is_empty() {
+            t.device_ids.len()
+        } else if t.devices == 0 {
+            client.device_count()
+        } else {
+            t.devices
+        };
         if replicas > client.device_count() {
             return Err(Error::Invalid(format!(
                 "train.devices is {replicas} but the {} client has {} devices",
+                client.platform(),
+                client.device_count()
+            )));
+        }
+        if let Some(d) = t.device_ids.iter().find(|&&d| d >= client.device_count()) {
+            return Err(Error::Invalid(format!(
+                "train.device_ids names device {d} but the {} client has devices 0..{}",
                 client.platform(),
                 client.device_count()
             )));
@@ -71,6 +93,26 @@ impl Trainer {
         let dataset = Dataset::open(&config.data, spec)?;
         let train_data = dataset.train_loader(None)?;
         let eval_data = if t.eval_every > 0 { dataset.eval_loader()? } else { None };
+        let programs = match programs {
+            Some(p) => {
+                let on: &[usize] = p.train.as_ref().or(p.accumulate.as_ref()).map_or(&[], |p| p.exe.device_indices());
+                let wanted: Vec<usize> = if t.device_ids.is_empty() { (0..replicas).collect() } else { t.device_ids.clone() };
+                if on != wanted.as_slice() {
+                    return Err(Error::Invalid(format!("the given programs run on devices {on:?}, this config trains on {wanted:?}")));
+                }
+                p
+            }
+            None => Arc::new(Self::compile(client, &config, replicas, eval_data.is_some())?),
+        };
+        let mut trainer = Trainer { config, replicas, programs, device_state: Vec::new(), step: 0, samples_seen: 0, dataset, train_data, eval_data };
+        let initial = trainer.initial_values();
+        trainer.load_values(&initial)?;
+        Ok(trainer)
+    }
+
+    fn compile(client: &Client, config: &TrainConfig, replicas: usize, has_eval_data: bool) -> Result<StepPrograms> {
+        let t = &config.train;
+        let per_update = replicas * t.gradient_accumulation;
         let compute = DType::parse(&t.dtype).ok_or_else(|| Error::Invalid(format!("train.dtype must be f32 or bf16, got '{}'", t.dtype)))?;
         let model = DalleBart::new(config.model.clone(), Precision { compute });
         let optimizer = config.optimizer.build().map_err(Error::Invalid)?;
@@ -82,8 +124,9 @@ impl Trainer {
             max_grad_norm: config.optimizer.max_grad_norm,
             per_device: (t.batch_size / per_update) as i64,
             replicas,
+            devices: (!t.device_ids.is_empty()).then(|| t.device_ids.clone()),
             accumulation: t.gradient_accumulation,
-            with_eval: eval_data.is_some() && t.eval_every > 0,
+            with_eval: has_eval_data && t.eval_every > 0,
         })?;
         tracing::info!(
             "compiled the training programs for {replicas} device(s) in {:.1?}: {} parameter tensors, {:.2}M parameters",
@@ -91,10 +134,17 @@ impl Trainer {
             programs.layout.params.len(),
             programs.layout.params.iter().map(|p| p.ty.numel()).sum::<i64>() as f64 / 1e6
         );
-        let mut trainer = Trainer { config, replicas, programs, device_state: Vec::new(), step: 0, samples_seen: 0, dataset, train_data, eval_data };
-        let initial = trainer.initial_values();
-        trainer.load_values(&initial)?;
-        Ok(trainer)
+        Ok(programs)
+    }
+
+    /// The compiled programs, for [`Trainer::with_programs`].
+    pub fn programs(&self) -> Arc<StepPrograms> {
+        self.programs.clone()
+    }
+
+    /// Client device indices of the replicas, in replica order.
+    pub fn device_indices(&self) -> &[usize] {
+        self.program().exe.device_indices()
     }
 
     pub fn layout(&self) -> &StepLayout {

@@ -82,6 +82,9 @@ impl VqganTrainer {
     pub fn new(client: &Client, config: VqganTrainConfig) -> Result<VqganTrainer> {
         config.validate().map_err(Error::Invalid)?;
         let t = &config.train;
+        if !t.device_ids.is_empty() {
+            return Err(Error::Invalid("train.device_ids is not supported by the VQGAN trainer: use train.devices (the first devices)".into()));
+        }
         let replicas = if t.devices == 0 { client.device_count() } else { t.devices };
         if replicas > client.device_count() {
             return Err(Error::Invalid(format!("train.devices is {replicas} but the client has {} devices", client.device_count())));
