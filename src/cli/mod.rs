@@ -8,6 +8,7 @@ mod info;
 mod sweep;
 mod tokenizer;
 mod train;
+mod training;
 mod vqgan;
 
 use clap::{Parser, Subcommand};

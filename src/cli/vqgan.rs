@@ -3,22 +3,14 @@
 //! tokens) and `dalle decode` (tokens back to PNG files).
 
 use super::common::DeviceArgs;
-use super::ExitStatus;
+use super::training::{finish, open_run, progress_bar, StopHandling};
 use anyhow::Context;
 use clap::Args;
-use dalle_xla::checkpoint::{MetadataWatcher, StopSignal};
 use dalle_xla::data::images::{save_png, ImageIndex};
 use dalle_xla::models::vqgan::{encode_dataset, open_vqgan, psnr, read_tokens, weights_file, VqganCodec, VqganTrainConfig, VqganTrainer, WEIGHTS_FILE};
-use dalle_xla::train::{fit, FitOptions, Outcome, RunDir, StepMetrics, Trainable};
+use dalle_xla::train::{fit, FitOptions, StepMetrics};
 use dalle_xla::HostTensor;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
-
-fn bar(len: u64) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}").expect("valid template"));
-    bar
-}
 
 #[derive(Args)]
 pub struct TrainVqganArgs {
@@ -41,15 +33,10 @@ pub fn train(args: TrainVqganArgs) -> anyhow::Result<()> {
         overrides.push(format!("train.run_dir={run}"));
     }
     let (config, tree) = VqganTrainConfig::load(&args.config, &overrides)?;
-    let stop = StopSignal::new();
-    stop.install_os_handlers()?;
-    let _watcher = if config.checkpoint.watch_metadata { Some(MetadataWatcher::start(config.checkpoint.metadata_watcher(), stop.clone())?) } else { None };
+    let stop = StopHandling::install(&config.checkpoint)?;
     let client = args.device.client()?;
     let mut trainer = VqganTrainer::new(&client, config.clone())?;
-    let (mut run, restored) = RunDir::open(&config.train.run_dir, &serde_yaml::to_string(&tree)?, &config.checkpoint, &trainer.tensor_types())?;
-    if let Some(ckpt) = &restored {
-        trainer.restore(ckpt)?;
-    }
+    let mut run = open_run(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint)?;
     tracing::info!(
         "training a {:.2}M-parameter VQGAN on {} {} device(s), global batch {}, steps {}..{}",
         trainer.parameter_count() as f64 / 1e6,
@@ -59,8 +46,7 @@ pub fn train(args: TrainVqganArgs) -> anyhow::Result<()> {
         trainer.step,
         config.train.steps
     );
-    let progress = bar(config.train.steps);
-    progress.set_position(trainer.step);
+    let progress = progress_bar(config.train.steps, trainer.step);
     let on_log = |m: &StepMetrics| {
         progress.set_position(m.step);
         let eval = m.eval_loss.map(|e| format!(" eval PSNR {:.2} dB", psnr(e))).unwrap_or_default();
@@ -68,7 +54,7 @@ pub fn train(args: TrainVqganArgs) -> anyhow::Result<()> {
         progress.set_message(format!("loss {:.4} l1 {l1:.4}{eval} {:.1} images/s", m.loss, m.samples_per_sec));
         progress.suspend(|| tracing::info!(step = m.step, loss = m.loss, eval_mse = ?m.eval_loss, extra = ?m.extra, "progress"));
     };
-    let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop, title: format!("{} ({})", args.config.display(), run.location.url) };
+    let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop.signal, title: format!("{} ({})", args.config.display(), run.location.url) };
     let outcome = fit(&mut trainer, &mut run, &options, on_log)?;
     progress.finish_and_clear();
     let skipped = trainer.skipped_images();
@@ -77,19 +63,7 @@ pub fn train(args: TrainVqganArgs) -> anyhow::Result<()> {
     }
     let weights: Vec<(String, HostTensor)> = trainer.parameters()?.into_iter().collect();
     run.location.put(WEIGHTS_FILE, weights_file(&config.model, &weights)?)?;
-    match outcome {
-        Outcome::Finished { step } => {
-            println!("done: {step} steps; {WEIGHTS_FILE}, config, metrics and checkpoints in {}", run.location.url);
-            Ok(())
-        }
-        Outcome::Stopped { step, reason } => {
-            eprintln!("stopped at step {step} ({reason:?}); committed a checkpoint in {}. Run the same command to resume.", run.location.url);
-            Err(ExitStatus(reason.exit_code()).into())
-        }
-        Outcome::Diverged { step, loss } => {
-            anyhow::bail!("the loss became {loss} at step {step}; the last good checkpoint is in {} (lower optimizer.learning_rate)", run.location.url)
-        }
-    }
+    finish(outcome, &run, &format!("{WEIGHTS_FILE}, config, metrics and checkpoints"), "lower optimizer.learning_rate")
 }
 
 #[derive(Args)]
@@ -130,7 +104,7 @@ pub fn encode(args: EncodeArgs) -> anyhow::Result<()> {
     let devices = if args.devices == 0 { client.device_count() } else { args.devices };
     let codec = VqganCodec::new(&client, config.clone(), &weights, &origin, args.batch_per_device, devices)?;
     tracing::info!("encoding {} images with the VQGAN of {origin} ({} tokens each) on {devices} device(s)", index.records.len(), config.image_length());
-    let progress = bar(index.records.len() as u64);
+    let progress = progress_bar(index.records.len() as u64, 0);
     let report = encode_dataset(&codec, index, &out, args.shard_size, args.workers, |done| progress.set_position(done as u64))?;
     progress.finish_and_clear();
     if !report.skipped.skipped.is_empty() {
@@ -172,7 +146,7 @@ pub fn decode(args: DecodeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let client = args.device.client()?;
     let codec = VqganCodec::new(&client, config.clone(), &weights, &origin, args.batch, 1)?;
-    let progress = bar(rows.len() as u64);
+    let progress = progress_bar(rows.len() as u64, 0);
     let (l, r) = (config.image_length(), config.resolution);
     for (chunk_index, chunk) in rows.chunks(args.batch.max(1) as usize).enumerate() {
         let flat: Vec<i32> = chunk.iter().flat_map(|(_, t)| t.iter().map(|v| *v as i32)).collect();

@@ -25,6 +25,9 @@ pub struct VqganTrainConfig {
     pub data: ImageDataConfig,
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// Retries and endpoints of the run directory's store.
+    #[serde(default)]
+    pub storage: crate::storage::StorageOptions,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,6 +81,7 @@ impl VqganTrainConfig {
             return Err("data.images must name a folder or a CSV of path,caption".into());
         }
         self.checkpoint.validate()?;
+        self.storage.validate()?;
         if self.data.workers == 0 {
             return Err("data.workers must be at least 1".into());
         }
