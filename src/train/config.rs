@@ -73,13 +73,9 @@ fn default_run_dir() -> String {
 }
 
 impl TrainConfig {
-    /// Reads a YAML config, applies `--set` overrides and validates; returns the
-    /// config and the YAML tree it came from (stored with every run).
+    /// Reads a YAML config, applies `--set` overrides and validates (see [`crate::config::load_validated`]).
     pub fn load(path: &std::path::Path, overrides: &[String]) -> crate::error::Result<(TrainConfig, serde_yaml::Value)> {
-        let (config, tree): (TrainConfig, _) =
-            crate::config::load(path, overrides).map_err(|e| crate::error::Error::Invalid(e.to_string()))?;
-        config.validate().map_err(|e| crate::error::Error::Invalid(format!("{}: {e}", path.display())))?;
-        Ok((config, tree))
+        crate::config::load_validated(path, overrides)
     }
 
     /// Checks values serde cannot; the message names the key.
@@ -116,5 +112,11 @@ impl TrainConfig {
         self.checkpoint.validate()?;
         self.storage.validate()?;
         Ok(())
+    }
+}
+
+impl crate::config::Validate for TrainConfig {
+    fn validate(&self) -> Result<(), String> {
+        TrainConfig::validate(self)
     }
 }

@@ -48,13 +48,9 @@ fn default_workers() -> usize {
 }
 
 impl VqganTrainConfig {
-    /// Reads a YAML config, applies `--set` overrides and validates; returns the
-    /// config and its YAML tree (stored with the run).
+    /// Reads a YAML config, applies `--set` overrides and validates (see [`crate::config::load_validated`]).
     pub fn load(path: &std::path::Path, overrides: &[String]) -> crate::error::Result<(VqganTrainConfig, serde_yaml::Value)> {
-        let (config, tree): (VqganTrainConfig, _) =
-            crate::config::load(path, overrides).map_err(|e| crate::error::Error::Invalid(e.to_string()))?;
-        config.validate().map_err(|e| crate::error::Error::Invalid(format!("{}: {e}", path.display())))?;
-        Ok((config, tree))
+        crate::config::load_validated(path, overrides)
     }
 
     /// Checks values serde cannot; the message names the key.
@@ -86,5 +82,11 @@ impl VqganTrainConfig {
             return Err("data.workers must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+impl crate::config::Validate for VqganTrainConfig {
+    fn validate(&self) -> Result<(), String> {
+        VqganTrainConfig::validate(self)
     }
 }
