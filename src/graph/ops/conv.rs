@@ -163,6 +163,16 @@ impl Convolution {
         spec[2..].iter().map(|&d| t.shape()[d]).collect()
     }
 
+    /// Per spatial axis, the dilated extents of the input, the kernel and the
+    /// output (dilated by the strides): the sizes both VJPs derive their padding from.
+    fn dilated_extents(&self, lhs: &Tensor, rhs: &Tensor, out: &Tensor) -> Vec<(i64, i64, i64)> {
+        let d = &self.dims;
+        let (lhs_sp, k_sp, out_sp) = (Self::spatial_sizes(&d.lhs, lhs), Self::spatial_sizes(&d.rhs, rhs), Self::spatial_sizes(&d.out, out));
+        (0..d.spatial())
+            .map(|i| (dilated(lhs_sp[i], self.lhs_dilation[i]), dilated(k_sp[i], self.rhs_dilation[i]), dilated(out_sp[i], self.strides[i])))
+            .collect()
+    }
+
     /// Cotangent of the input: `ct` convolved with the reversed kernel.
     fn lhs_vjp(&self, ct: &Tensor, lhs: &Tensor, rhs: &Tensor) -> Result<Tensor> {
         let d = &self.dims;
@@ -176,14 +186,11 @@ impl Convolution {
             kernel = move_group_factor(&kernel, d.rhs[0], d.rhs[1], g)?;
             groups = g;
         }
-        let lhs_sp = Self::spatial_sizes(&d.lhs, lhs);
-        let k_sp = Self::spatial_sizes(&d.rhs, &kernel);
-        let out_sp = Self::spatial_sizes(&d.out, ct);
-        let padding: Vec<(i64, i64)> = (0..d.spatial())
-            .map(|i| {
-                let in_d = dilated(lhs_sp[i], self.lhs_dilation[i]);
-                let k_d = dilated(k_sp[i], self.rhs_dilation[i]);
-                let out_d = dilated(out_sp[i], self.strides[i]);
+        let padding: Vec<(i64, i64)> = self
+            .dilated_extents(lhs, rhs, ct)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (in_d, k_d, out_d))| {
                 let before = k_d - self.padding[i].0 - 1;
                 let after = in_d + k_d - 1 - out_d - before;
                 (before, after)
@@ -212,14 +219,11 @@ impl Convolution {
     fn rhs_vjp(&self, ct: &Tensor, lhs: &Tensor, rhs: &Tensor) -> Result<Tensor> {
         let d = &self.dims;
         let (fg, bg) = if self.batch_group_count > 1 { (self.batch_group_count, 1) } else { (1, self.feature_group_count) };
-        let lhs_sp = Self::spatial_sizes(&d.lhs, lhs);
-        let k_sp = Self::spatial_sizes(&d.rhs, rhs);
-        let out_sp = Self::spatial_sizes(&d.out, ct);
-        let padding: Vec<(i64, i64)> = (0..d.spatial())
-            .map(|i| {
-                let in_d = dilated(lhs_sp[i], self.lhs_dilation[i]);
-                let k_d = dilated(k_sp[i], self.rhs_dilation[i]);
-                let out_d = dilated(out_sp[i], self.strides[i]);
+        let padding: Vec<(i64, i64)> = self
+            .dilated_extents(lhs, rhs, ct)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (in_d, k_d, out_d))| {
                 let lo = self.padding[i].0;
                 (lo, out_d - in_d + k_d - lo - 1)
             })
