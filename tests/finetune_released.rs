@@ -42,7 +42,9 @@ fn first_loss_equals_the_reference_loss_and_resume_continues() {
     convert_dir(&fixture("dallebart_f32"), &converted, &ConvertOptions::default()).unwrap();
     let expected = load_safetensors(&fixture("dallebart_f32").join("expected.safetensors")).unwrap();
 
-    // From the converted directory and from the released (flax) one directly.
+    // From the converted directory and from the released (flax) one directly;
+    // the step programs depend only on the model config, so they are compiled once.
+    let mut programs = None;
     for source in [converted.clone(), fixture("dallebart_f32")] {
         let run = format!("memory://finetune-{}-{}/run", source.file_name().unwrap().to_string_lossy(), std::process::id());
         let (config, _) = TrainConfig::load(&write_config(&dir, &source, &run, 3), &[]).unwrap_or_else(|e| panic!("{e}"));
@@ -58,7 +60,8 @@ fn first_loss_equals_the_reference_loss_and_resume_continues() {
             .collect();
         assert_eq!(ids, expected["ft/input_ids"].to_vec::<i32>().unwrap(), "token ids");
 
-        let mut trainer = Trainer::new(&client(), config.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let mut trainer = Trainer::with_programs(&client(), config.clone(), programs.clone()).unwrap_or_else(|e| panic!("{e}"));
+        programs = Some(trainer.programs());
         let first = trainer.train_step().unwrap();
         // The batch holds all four rows, so its mean loss does not depend on their order.
         assert_close(&[first.loss], &expected["ft/loss"].to_f64_vec(), 1e-5, "first fine-tuning loss");
@@ -69,14 +72,15 @@ fn first_loss_equals_the_reference_loss_and_resume_continues() {
     // Resume: a run stopped after 2 steps continues from its checkpoint, not from the imported weights.
     let run = format!("memory://finetune-resume-{}/run", std::process::id());
     let (config, _) = TrainConfig::load(&write_config(&dir, &converted, &run, 4), &[]).unwrap();
-    let mut reference = Trainer::new(&client(), config.clone()).unwrap();
+    let new = |c: &TrainConfig| Trainer::with_programs(&client(), c.clone(), programs.clone()).unwrap();
+    let mut reference = new(&config);
     let mut losses = Vec::new();
     for _ in 0..4 {
         losses.push(reference.train_step().unwrap().loss);
     }
     let stop = StopSignal::new();
     let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop, title: "finetune".into() };
-    let mut first = Trainer::new(&client(), config.clone()).unwrap();
+    let mut first = new(&config);
     let (mut dir_run, restored) = RunDir::open(&run, "config: finetune", &config.checkpoint, &first.tensor_types()).unwrap();
     assert!(restored.is_none());
     let outcome = fit(&mut first, &mut dir_run, &options, |m| {
@@ -87,7 +91,7 @@ fn first_loss_equals_the_reference_loss_and_resume_continues() {
     .unwrap();
     assert!(matches!(outcome, Outcome::Stopped { step: 2, .. }), "{outcome:?}");
     drop(dir_run);
-    let mut second = Trainer::new(&client(), config.clone()).unwrap();
+    let mut second = new(&config);
     let (_, restored) = RunDir::open(&run, "config: finetune", &config.checkpoint, &second.tensor_types()).unwrap();
     second.restore(&restored.expect("checkpoint committed on stop")).unwrap();
     assert_eq!(second.step, 2);
