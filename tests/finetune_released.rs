@@ -120,3 +120,22 @@ fn model_keys_that_disagree_with_the_weights_are_refused() {
     let e = TrainConfig::load(&write_config(&dir, &dir, "memory://unused/run", 1), &[]).err().expect("not a model").to_string();
     assert!(e.contains("not a model directory"), "{e}");
 }
+
+#[test]
+fn init_from_a_storage_url_downloads_the_model() {
+    let dir = scratch("url");
+    let converted = dir.join("mini");
+    convert_dir(&fixture("dallebart_f32"), &converted, &ConvertOptions::default()).unwrap();
+    let url = format!("memory://init-from-{}/models/mini", std::process::id());
+    let location = dalle_xla::storage::open(&url).unwrap();
+    for e in std::fs::read_dir(&converted).unwrap() {
+        let e = e.unwrap();
+        location.put(&e.file_name().to_string_lossy(), std::fs::read(e.path()).unwrap()).unwrap();
+    }
+    let path = write_config(&dir, Path::new(&url), "memory://unused/run", 1);
+    let (config, _) = TrainConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.data.tokenizer.as_deref(), Some(format!("{url}/tokenizer.json").as_str()));
+    let weights = dalle_xla::train::init_from::initial_weights(&config.model).unwrap().expect("weights");
+    let local = dalle_xla::models::dallebart::load_weights_dir(&converted).unwrap();
+    assert!(weights == local.weights, "downloaded weights equal the local ones");
+}

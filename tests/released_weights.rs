@@ -12,7 +12,7 @@ use dalle_xla::models::convert::{convert_dir, export_dallebart, ConvertOptions, 
 use dalle_xla::models::dallebart::{load_weights_dir, DalleBart};
 use dalle_xla::models::vqgan::{open_vqgan, Vqgan};
 use dalle_xla::nn::{Precision, VarBuilder};
-use dalle_xla::weights::{load_safetensors, load_sharded_safetensors, select_params, FlaxFile, ModelKind};
+use dalle_xla::weights::{load_clip_dir, load_safetensors, load_sharded_safetensors, select_params, FlaxFile, ModelKind};
 use dalle_xla::{DType, HostTensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -195,6 +195,12 @@ fn converted_clip_has_the_pytorch_names_and_layouts() {
         assert!(ours.contains_key(name), "{name}");
     }
     assert_eq!(ours["visual_projection.weight"].shape, vec![16, 32], "Linear weights are [out, in]");
+    // Reranking loads the converted directory and the flax one alike.
+    let converted = load_clip_dir(&out).unwrap();
+    let direct = load_clip_dir(&fixture("clip")).unwrap();
+    assert!(converted.weights == ours && direct.weights == ours);
+    assert_eq!(converted.config["projection_dim"], 16);
+    assert!(load_clip_dir(&fixture("dallebart_f32")).err().unwrap().to_string().contains("not CLIP"));
     assert_eq!(ours["vision_model.embeddings.patch_embedding.weight"].shape, vec![32, 3, 8, 8], "conv weights are OIHW");
 }
 

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 /// Keys that may differ from the imported config: they only affect a random initialisation.
 const FREE_KEYS: [&str; 1] = ["init_std"];
 
-/// The local directory of `init_from`: itself, or for a storage URL a cached download.
+/// The local directory of `init_from`: itself, or for a storage URL a
+/// download cached under the system's temporary directory (reused while the
+/// remote `model.yaml` / `config.json` is unchanged).
 pub fn local_model_dir(init_from: &str) -> Result<PathBuf> {
     if !init_from.contains("://") {
         return Ok(PathBuf::from(init_from));
@@ -25,22 +27,32 @@ pub fn local_model_dir(init_from: &str) -> Result<PathBuf> {
     let hash = Sha256::digest(init_from.as_bytes());
     let key: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
     let cache = std::env::temp_dir().join("dalle-xla-models").join(key);
-    if cache.join(CONVERTED_MANIFEST).is_file() || cache.join(crate::weights::FLAX_WEIGHTS).is_file() {
+    let location = crate::storage::open(init_from).map_err(|e| Error::Invalid(e.to_string()))?;
+    let get = |name: &str| location.get(name).map_err(|e| Error::Invalid(e.to_string()));
+    let (manifest_name, manifest) = match get(CONVERTED_MANIFEST)? {
+        Some(bytes) => (CONVERTED_MANIFEST, bytes),
+        None => match get(HF_CONFIG)? {
+            Some(bytes) => (HF_CONFIG, bytes),
+            None => return Err(Error::Invalid(format!("{init_from} holds no model ({CONVERTED_MANIFEST} or {HF_CONFIG})"))),
+        },
+    };
+    if std::fs::read(cache.join(manifest_name)).ok().as_deref() == Some(manifest.as_slice()) {
         return Ok(cache);
     }
-    let location = crate::storage::open(init_from).map_err(|e| Error::Invalid(e.to_string()))?;
     let out = OutputDir::create(&cache, true)?;
-    let mut names: Vec<String> = [CONVERTED_MANIFEST, HF_CONFIG, crate::weights::FLAX_WEIGHTS, "model.safetensors", "model.safetensors.index.json"]
+    let mut names: Vec<String> = [crate::weights::FLAX_WEIGHTS, "model.safetensors", "model.safetensors.index.json", crate::weights::WORD_FREQUENCY_FILE]
         .iter()
         .chain(TOKENIZER_FILES.iter())
         .map(|s| s.to_string())
         .collect();
-    let mut found = 0;
+    if manifest_name == CONVERTED_MANIFEST {
+        names.push(HF_CONFIG.to_string());
+    }
     let mut i = 0;
     while i < names.len() {
         let name = names[i].clone();
         i += 1;
-        let Some(bytes) = location.get(&name).map_err(|e| Error::Invalid(e.to_string()))? else { continue };
+        let Some(bytes) = get(&name)? else { continue };
         if name == "model.safetensors.index.json" {
             let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::Invalid(format!("{init_from}/{name} is not JSON: {e}")))?;
             let mut shards: Vec<String> = v.get("weight_map").and_then(|m| m.as_object()).into_iter().flat_map(|m| m.values()).filter_map(|s| s.as_str().map(str::to_string)).collect();
@@ -49,11 +61,9 @@ pub fn local_model_dir(init_from: &str) -> Result<PathBuf> {
             names.extend(shards.into_iter().filter(|s| !s.contains('/') && !s.contains("..")));
         }
         std::fs::write(out.path.join(&name), &bytes).map_err(|e| Error::io(format!("writing {}", out.path.join(&name).display()), e))?;
-        found += 1;
     }
-    if found == 0 {
-        return Err(Error::Invalid(format!("{init_from} holds no model files ({CONVERTED_MANIFEST} or {HF_CONFIG})")));
-    }
+    // The manifest last: a cache with it is complete.
+    std::fs::write(out.path.join(manifest_name), &manifest).map_err(|e| Error::io(format!("writing {}", out.path.join(manifest_name).display()), e))?;
     out.commit()
 }
 

@@ -7,10 +7,15 @@
 //! OIHW; `embedding` -> `weight`; LayerNorm `scale` -> `weight`; the rest
 //! (biases, `class_embedding`, `logit_scale`) unchanged.
 
+use super::dir::{find_weights, read_hf_config, ModelKind, WeightsSource, FLAX_WEIGHTS, HF_CONFIG};
 use super::msgpack::FlaxFile;
 use super::plan::{Layout, Plan, Source};
+use super::sharded::load_sharded_safetensors;
 use crate::error::{Error, Result};
+use crate::host::HostTensor;
 use crate::DType;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 /// Our name and layout change for one flax path.
 fn pytorch_name(flax: &str, rank: usize) -> (String, Layout) {
@@ -64,6 +69,50 @@ pub fn clip_plan(file: &FlaxFile, config: &serde_json::Value, dtype: Option<DTyp
         })
         .collect();
     Plan::build(file, wanted, dtype)
+}
+
+/// A CLIP model directory loaded in memory, under transformers' PyTorch names and layouts.
+pub struct ImportedClip {
+    /// transformers' `config.json`.
+    pub config: serde_json::Value,
+    pub weights: BTreeMap<String, HostTensor>,
+    /// `tokenizer.json` beside the weights.
+    pub tokenizer: PathBuf,
+}
+
+/// Loads a CLIP directory: converted by `dalle convert`, a released flax one
+/// (`flax_model.msgpack`, converted in memory), or transformers' PyTorch
+/// layout (`model.safetensors` + `config.json`).
+pub fn load_clip_dir(dir: &Path) -> Result<ImportedClip> {
+    let tokenizer = dir.join("tokenizer.json");
+    if !tokenizer.is_file() {
+        return Err(Error::Invalid(format!("{} is missing the tokenizer file tokenizer.json", dir.display())));
+    }
+    let check_kind = |config: &serde_json::Value| -> Result<()> {
+        match config.get("model_type").and_then(|v| v.as_str()) {
+            Some("clip") => Ok(()),
+            other => Err(Error::Invalid(format!("{}: model_type is {other:?}, not 'clip'", dir.join(HF_CONFIG).display()))),
+        }
+    };
+    let pytorch_only = !dir.join(FLAX_WEIGHTS).is_file() && !dir.join(super::dir::CONVERTED_MANIFEST).is_file();
+    if pytorch_only && (dir.join("model.safetensors").is_file() || dir.join("model.safetensors.index.json").is_file()) {
+        let config = read_hf_config(dir)?;
+        check_kind(&config)?;
+        return Ok(ImportedClip { config, weights: load_sharded_safetensors(dir)?, tokenizer });
+    }
+    match find_weights(dir)? {
+        WeightsSource::Converted(m) if m.kind == ModelKind::Clip => {
+            let config = read_hf_config(dir)?;
+            Ok(ImportedClip { config, weights: load_sharded_safetensors(dir)?, tokenizer })
+        }
+        WeightsSource::Converted(m) => Err(Error::Invalid(format!("{} holds a {} model, not CLIP", dir.display(), m.kind))),
+        WeightsSource::Flax { kind: ModelKind::Clip, config } => {
+            let file = FlaxFile::open(&dir.join(FLAX_WEIGHTS))?;
+            let plan = clip_plan(&file, &config, None)?;
+            Ok(ImportedClip { weights: plan.load_all(&file)?, config, tokenizer })
+        }
+        WeightsSource::Flax { kind, .. } => Err(Error::Invalid(format!("{} describes a {kind} model, not CLIP", dir.join(HF_CONFIG).display()))),
+    }
 }
 
 #[cfg(test)]

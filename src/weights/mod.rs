@@ -14,7 +14,7 @@ pub use self::safetensors::{
     load_safetensors, load_safetensors_with_metadata, read_safetensors, read_safetensors_with_metadata, save_safetensors, save_safetensors_with_metadata, select_params,
     to_safetensors, to_safetensors_with_metadata,
 };
-pub use clip::clip_plan;
+pub use clip::{clip_plan, load_clip_dir, ImportedClip};
 pub use dir::{
     copy_tokenizer_files, find_weights, read_hf_config, ConvertedManifest, ModelKind, OutputDir, WeightsSource, CONVERTED_MANIFEST, FLAX_WEIGHTS, HF_CONFIG,
     TOKENIZER_FILES, WORD_FREQUENCY_FILE,

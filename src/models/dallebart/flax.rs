@@ -182,6 +182,8 @@ pub struct ImportedDalleBart {
     /// `tokenizer.json` beside the weights.
     pub tokenizer: PathBuf,
     pub normalize_text: bool,
+    /// dalle-mini's word-frequency table for hashtags, when it sits beside the weights.
+    pub word_frequency: Option<PathBuf>,
     /// Source arrays not used (flax directories only).
     pub unused: Vec<String>,
 }
@@ -190,6 +192,7 @@ pub struct ImportedDalleBart {
 /// flax directory (`config.json` + `flax_model.msgpack`), converted in memory.
 pub fn load_weights_dir(dir: &Path) -> Result<ImportedDalleBart> {
     let tokenizer = dir.join("tokenizer.json");
+    let word_frequency = Some(dir.join(crate::weights::WORD_FREQUENCY_FILE)).filter(|p| p.is_file());
     let require_tokenizer = || {
         if tokenizer.is_file() {
             Ok(())
@@ -209,7 +212,7 @@ pub fn load_weights_dir(dir: &Path) -> Result<ImportedDalleBart> {
             require_tokenizer()?;
             let weights = load_sharded_safetensors(dir)?;
             check_weights(&config, &weights, &dir.display().to_string())?;
-            Ok(ImportedDalleBart { config, weights, tokenizer, normalize_text: m.normalize_text, unused: Vec::new() })
+            Ok(ImportedDalleBart { config, weights, tokenizer, normalize_text: m.normalize_text, word_frequency, unused: Vec::new() })
         }
         WeightsSource::Flax { kind, config } => {
             let origin = dir.join(HF_CONFIG).display().to_string();
@@ -221,7 +224,7 @@ pub fn load_weights_dir(dir: &Path) -> Result<ImportedDalleBart> {
             let file = FlaxFile::open(&dir.join(FLAX_WEIGHTS))?;
             let plan = flax_plan(&config, &file, None)?;
             let weights = plan.load_all(&file)?;
-            Ok(ImportedDalleBart { config, weights, tokenizer, normalize_text, unused: plan.unused })
+            Ok(ImportedDalleBart { config, weights, tokenizer, normalize_text, word_frequency, unused: plan.unused })
         }
     }
 }
