@@ -74,6 +74,13 @@ fn converted_dallebart_logits_match_dalle_mini() {
         let f16 = name.contains("f16");
         assert!(converted.weights.values().all(|t| t.dtype == if f16 { DType::F16 } else { DType::F32 }), "{name}: dtype kept");
 
+        // `dalle generate --model DIR` takes both directories too.
+        for dir in [&out, &fixture(name)] {
+            let g = dalle_xla::generate::load_dallebart(dir.to_str().unwrap(), None).unwrap();
+            assert!(g.weights == converted.weights && g.config == converted.config && g.tokenizer.is_some());
+        }
+        assert!(dalle_xla::generate::load_dallebart(out.to_str().unwrap(), Some(3)).is_err());
+
         let expected = load_safetensors(&fixture(name).join("expected.safetensors")).unwrap();
         let logits = dallebart_logits(&converted.config, &converted.weights, &expected);
         assert_eq!(logits.shape, expected["logits"].shape);
