@@ -1,6 +1,7 @@
 //! The `dalle` command line: one file per subcommand, each parsing its own
 //! arguments and calling the library.
 
+mod clip;
 pub mod common;
 mod data;
 mod demo;
@@ -40,6 +41,10 @@ pub enum Command {
     Data(data::DataArgs),
     /// Train a BART-style byte-level BPE tokenizer (tokenizer.json) on captions.
     Tokenizer(tokenizer::TokenizerArgs),
+    /// CLIP tools: score images against prompts.
+    Clip(clip::ClipArgs),
+    /// Train CLIP contrastively on captioned images from a YAML config (resumes the run if it has a checkpoint).
+    TrainClip(clip::TrainClipArgs),
 }
 
 /// An error that ends the process with a particular exit status (after its message, if any, was printed).
@@ -65,6 +70,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Decode(a) => vqgan::decode(a),
         Command::Data(a) => data::run(a),
         Command::Tokenizer(a) => tokenizer::run(a),
+        Command::Clip(a) => clip::run(a),
+        Command::TrainClip(a) => clip::train(a),
     }
 }
 
