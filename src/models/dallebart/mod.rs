@@ -9,7 +9,7 @@ mod train_config;
 mod trainer;
 
 pub use config::DalleBartConfig;
-pub use model::DalleBart;
+pub use model::{CrossAttentionKv, DalleBart, DecoderCache};
 pub use params::{parameter_groups, parameter_specs};
 pub use steps::{compile_step_programs, StepLayout, StepPrograms, StepSetup};
 pub use train_config::TrainConfig;
