@@ -105,7 +105,7 @@ fn data_parallel_step_over_the_global_batch_equals_one_device() {
         .collect();
     let pixels = HostTensor::new(&[8, 32, 32, 3], &pixels).unwrap();
     let captions: Vec<String> = records.iter().map(|r| r.caption.clone()).collect();
-    let ids = HostTensor::new(&[8, 32], &one.tokenizer.encode_batch(&captions).unwrap()).unwrap();
+    let ids = HostTensor::new(&[8, one.tokenizer.context_length as i64], &one.tokenizer.encode_batch(&captions).unwrap()).unwrap();
     for step in 0..2 {
         let (a, b) = (one.train_on(&pixels, &ids).unwrap(), four.train_on(&pixels, &ids).unwrap());
         for k in ["loss", "accuracy", "grad_norm", "logit_scale"] {
