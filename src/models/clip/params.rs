@@ -36,6 +36,13 @@ pub fn load_checkpoint(dir: &Path) -> Result<(ClipConfig, BTreeMap<String, HostT
     }
     let config = ClipConfig::load_hf(&config_path)?;
     let weights_path = dir.join(WEIGHTS_FILE);
+    if !weights_path.exists() && (dir.join("flax_model.msgpack").is_file() || dir.join("model.safetensors.index.json").is_file()) {
+        // A released flax directory (converted in memory) or a sharded conversion.
+        let imported = crate::weights::load_clip_dir(dir)?;
+        let specs = parameter_specs(&config)?;
+        let values = select_params(&imported.weights, &specs, &dir.display().to_string())?;
+        return Ok((config, specs.into_iter().map(|s| s.name).zip(values).collect()));
+    }
     if !weights_path.exists() {
         let hint = if dir.join("pytorch_model.bin").exists() { " (pytorch_model.bin is a pickle; convert it to safetensors)" } else { "" };
         return Err(Error::Invalid(format!("{} has no {WEIGHTS_FILE}{hint}", dir.display())));
