@@ -20,6 +20,9 @@ pub enum Error {
     Checkpoint(#[from] CheckpointError),
     #[error("{0}")]
     Invalid(String),
+    /// A wait was cut short by the stop signal (SIGTERM, SIGINT, a preemption notice).
+    #[error("stopped while {0}")]
+    Stopped(String),
     // The cause is part of the message and deliberately not a `#[source]`, so
     // error chains (`{:#}`) do not print it twice.
     #[error("{context}: {cause}")]
