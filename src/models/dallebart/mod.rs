@@ -1,9 +1,11 @@
 //! DalleBart: the seq2seq model that writes image tokens for a caption.
 
 mod config;
+mod memory;
 mod model;
 mod params;
 
 pub use config::DalleBartConfig;
+pub use memory::{parameter_count, training_memory};
 pub use model::DalleBart;
 pub use params::{parameter_groups, parameter_specs};
