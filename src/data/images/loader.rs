@@ -123,6 +123,8 @@ pub struct ImageLoader {
     /// Images available after listing (before any decoding).
     pub len: usize,
     stop: Option<StopSignal>,
+    /// A batch received by [`Self::wait_until_ready`], served first.
+    pending: Option<ImageBatch>,
 }
 
 impl ImageLoader {
@@ -168,7 +170,20 @@ impl ImageLoader {
             .name("image-loader".into())
             .spawn(move || worker.run(sender))
             .map_err(|e| Error::io("starting the image loader thread", e))?;
-        Ok(ImageLoader { receiver: Some(receiver), thread: Some(thread), report, len, stop: None })
+        Ok(ImageLoader { receiver: Some(receiver), thread: Some(thread), report, len, stop: None, pending: None })
+    }
+
+    /// Waits for the first batch, so a dataset that cannot serve one fails
+    /// now (before the caller compiles anything); the batch is served next.
+    pub fn wait_until_ready(&mut self) -> Result<()> {
+        if self.pending.is_none() {
+            match self.next() {
+                Some(Ok(batch)) => self.pending = Some(batch),
+                Some(Err(e)) => return Err(e),
+                None => return Err(Error::Invalid("the image loader served no batch at all".into())),
+            }
+        }
+        Ok(())
     }
 
     /// Makes waiting for the next batch end early (with [`Error::Stopped`])
@@ -187,6 +202,9 @@ impl Iterator for ImageLoader {
     type Item = Result<ImageBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(batch) = self.pending.take() {
+            return Some(Ok(batch));
+        }
         let receiver = self.receiver.as_ref()?;
         let Some(stop) = &self.stop else { return receiver.recv().ok() };
         loop {

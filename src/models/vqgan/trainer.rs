@@ -97,6 +97,23 @@ impl VqganTrainer {
         // Before allocating weights or compiling: absurd sizes become an error, not an abort.
         let estimate = super::training_memory(&config, replicas)?;
         crate::runtime::memory::check_fits("this VQGAN config", &estimate, client.platform(), replicas, "lower model.resolution, model.ch or train.batch_size")?;
+        // The data first: a dataset that cannot fill a batch fails before minutes of compiling.
+        let mut train_data = start_loader(&config, &config.data.images, config.train.seed, true, None)?;
+        train_data.wait_until_ready()?;
+        let eval_data = match &config.data.eval_images {
+            Some(source) => {
+                let loader = start_loader(&config, source, 0, false, Some(1))?;
+                let batches = loader.take(config.train.eval_batches.max(1) as usize).collect::<Result<Vec<_>>>()?;
+                if batches.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "data.eval_images '{source}' has fewer readable images than one batch (train.batch_size = {})",
+                        config.train.batch_size
+                    )));
+                }
+                batches.into_iter().map(|b| b.pixels).collect()
+            }
+            None => Vec::new(),
+        };
         let lpips = match (&config.loss.vgg16, &config.loss.lpips) {
             (Some(vgg), Some(heads)) => Some(Lpips::load(Path::new(vgg), Path::new(heads))?),
             _ => {
@@ -129,21 +146,6 @@ impl VqganTrainer {
         };
         let frozen_refs: Vec<&HostTensor> = frozen_values.iter().collect();
         let frozen = (0..replicas).map(|d| program.upload(d, &frozen_refs)).collect::<Result<_>>()?;
-        let train_data = start_loader(&config, &config.data.images, config.train.seed, true, None)?;
-        let eval_data = match &config.data.eval_images {
-            Some(source) => {
-                let loader = start_loader(&config, source, 0, false, Some(1))?;
-                let batches = loader.take(config.train.eval_batches.max(1) as usize).collect::<Result<Vec<_>>>()?;
-                if batches.is_empty() {
-                    return Err(Error::Invalid(format!(
-                        "data.eval_images '{source}' has fewer readable images than one batch (train.batch_size = {})",
-                        config.train.batch_size
-                    )));
-                }
-                batches.into_iter().map(|b| b.pixels).collect()
-            }
-            None => Vec::new(),
-        };
         let mut trainer = VqganTrainer { config, replicas, steps, generator: vec![], frozen, discriminator: vec![], step: 0, train_data, eval_data, stop: None };
         let seed = trainer.config.train.seed;
         let init = |layout: &NetLayout| -> Vec<HostTensor> {
