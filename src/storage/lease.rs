@@ -340,6 +340,27 @@ mod tests {
     }
 
     #[test]
+    fn a_second_writer_is_refused_and_a_writer_whose_lease_was_taken_learns_it() {
+        let location = crate::storage::open(&format!("memory://lease-unit-{}/run", std::process::id())).unwrap();
+        let fast = LeaseOptions { heartbeat_secs: 0.02, stale_secs: 60.0 };
+        let lease = Lease::acquire(&location, &fast, "first").unwrap();
+        let err = Lease::acquire(&location, &fast, "second").unwrap_err().to_string();
+        assert!(err.contains(&format!("pid {}", std::process::id())) && err.contains("first"), "{err}");
+
+        // Another writer replaces the lease (as a racing successor would).
+        let other = LeaseHolder { token: "other".into(), host: "elsewhere".into(), ..lease.holder().clone() };
+        location.put(LEASE_FILE, serde_json::to_vec(&other).unwrap()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lease.check().is_ok() {
+            assert!(std::time::Instant::now() < deadline, "the heartbeat never noticed the takeover");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(lease.check().unwrap_err().to_string().contains("elsewhere"));
+        drop(lease);
+        assert!(location.get(LEASE_FILE).unwrap().is_some(), "dropping a lost lease leaves the new holder's in place");
+    }
+
+    #[test]
     fn this_process_is_alive_and_a_wrong_start_time_is_not() {
         let pid = std::process::id();
         let start = process_start(pid);
