@@ -23,6 +23,9 @@ pub enum Error {
     /// A wait was cut short by the stop signal (SIGTERM, SIGINT, a preemption notice).
     #[error("stopped while {0}")]
     Stopped(String),
+    /// A long operation stopped because its caller asked it to (a stop signal, a client gone).
+    #[error("cancelled")]
+    Cancelled,
     // The cause is part of the message and deliberately not a `#[source]`, so
     // error chains (`{:#}`) do not print it twice.
     #[error("{context}: {cause}")]

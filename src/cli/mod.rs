@@ -4,6 +4,7 @@
 pub mod common;
 mod data;
 mod demo;
+mod generate;
 mod info;
 mod sweep;
 mod tokenizer;
@@ -36,6 +37,8 @@ pub enum Command {
     Encode(vqgan::EncodeArgs),
     /// Decode VQGAN token sequences into PNG files.
     Decode(vqgan::DecodeArgs),
+    /// Generate images from prompts with a trained DalleBart and VQGAN.
+    Generate(generate::GenerateArgs),
     /// Dataset tools: generate and check the shapes dataset, inspect parquet/JSONL files.
     Data(data::DataArgs),
     /// Train a BART-style byte-level BPE tokenizer (tokenizer.json) on captions.
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::TrainVqgan(a) => vqgan::train(a),
         Command::Encode(a) => vqgan::encode(a),
         Command::Decode(a) => vqgan::decode(a),
+        Command::Generate(a) => generate::run(a),
         Command::Data(a) => data::run(a),
         Command::Tokenizer(a) => tokenizer::run(a),
     }

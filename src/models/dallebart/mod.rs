@@ -7,5 +7,5 @@ mod params;
 
 pub use config::DalleBartConfig;
 pub use memory::{parameter_count, training_memory};
-pub use model::DalleBart;
+pub use model::{CrossAttentionKv, DalleBart, DecoderCache};
 pub use params::{parameter_groups, parameter_specs};
