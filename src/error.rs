@@ -20,6 +20,9 @@ pub enum Error {
     Checkpoint(#[from] CheckpointError),
     #[error("{0}")]
     Invalid(String),
+    /// A wait was cut short by the stop signal (SIGTERM, SIGINT, a preemption notice).
+    #[error("stopped while {0}")]
+    Stopped(String),
     /// A long operation stopped because its caller asked it to (a stop signal, a client gone).
     #[error("cancelled")]
     Cancelled,

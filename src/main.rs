@@ -13,6 +13,12 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => match e.downcast_ref::<cli::ExitStatus>() {
             Some(status) => std::process::ExitCode::from(status.0.clamp(1, 255) as u8),
+            None if cli::was_stopped(&e) => {
+                // A stop request cut a wait short before anything needed saving:
+                // the same status as a stop during training, so it is run again.
+                eprintln!("stopped: {e:#}. Run the same command to start again.");
+                std::process::ExitCode::from(dalle_xla::checkpoint::EXIT_PREEMPTED as u8)
+            }
             None => {
                 eprintln!("error: {e:#}");
                 std::process::ExitCode::FAILURE

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use dalle_xla::data::images::{load_image, rgb_to_hwc, ImageIndex};
 use dalle_xla::data::{resolve, DataFormat};
-use dalle_xla::models::vqgan::{encode_dataset, load_safetensors, read_tokens, shard_name, VqganCodec, VqganConfig};
+use dalle_xla::models::vqgan::{encode_dataset, load_safetensors, read_tokens, shard_name, EncodeOptions, VqganCodec, VqganConfig};
 use dalle_xla::HostTensor;
 use std::path::PathBuf;
 
@@ -14,6 +14,10 @@ fn fixture_codec(per_device: i64, devices: usize) -> VqganCodec {
     let config: VqganConfig = serde_yaml::from_str(&std::fs::read_to_string(dir.join("config.yaml")).unwrap()).unwrap();
     let weights = load_safetensors(&dir.join("params.safetensors")).unwrap();
     VqganCodec::new(&client(), config, &weights, "fixture", per_device, devices).unwrap()
+}
+
+fn options() -> EncodeOptions {
+    EncodeOptions { shard_size: 4, workers: 1, restart: false, vqgan: "fixture".into(), vqgan_sha256: "0".into() }
 }
 
 #[test]
@@ -32,7 +36,7 @@ fn encodes_shards_skips_bad_images_and_resumes() {
     let index = ImageIndex::open(&images).unwrap();
     let expected_records = index.records.clone();
     let mut seen = Vec::new();
-    let report = encode_dataset(&codec, index, &out, 4, 1, |done| seen.push(done)).unwrap();
+    let report = encode_dataset(&codec, index, &out, &options(), |done| seen.push(done)).unwrap();
     assert_eq!((report.shards_total, report.shards_written, report.shards_skipped), (3, 3, 0));
     assert_eq!(report.images_encoded, 9);
     assert_eq!(report.skipped.unreadable(), 1, "{}", report.skipped);
@@ -63,7 +67,7 @@ fn encodes_shards_skips_bad_images_and_resumes() {
     assert_eq!(files.len(), 3);
 
     // A second run finds every shard done and writes nothing.
-    let again = encode_dataset(&codec, ImageIndex::open(&images).unwrap(), &out, 4, 1, |_| {}).unwrap();
+    let again = encode_dataset(&codec, ImageIndex::open(&images).unwrap(), &out, &options(), |_| {}).unwrap();
     assert_eq!((again.shards_written, again.shards_skipped, again.images_encoded), (0, 3, 0));
 
     // Decoding the stored tokens gives what a direct round trip gives.

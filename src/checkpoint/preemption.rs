@@ -82,6 +82,9 @@ impl StopSignal {
         signal_hook::flag::register(SIGINT, self.interrupted.clone()).map_err(failed)?;
         signal_hook::flag::register_usize(SIGINT, self.reason.clone(), StopReason::Interrupt.code()).map_err(failed)?;
         signal_hook::flag::register_usize(SIGTERM, self.reason.clone(), StopReason::Terminate.code()).map_err(failed)?;
+        // Storage retries and checks give way to the stop as well.
+        let signal = self.clone();
+        crate::storage::stop_waits_when(move || signal.is_set());
         Ok(())
     }
 

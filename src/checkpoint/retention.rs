@@ -68,6 +68,15 @@ pub(crate) async fn delete_step(run: &Location, step: u64, retry: &RetryPolicy) 
             Err(e) => return Err(CheckpointError::store(&dir.url, format!("deleting {path}"), e)),
         }
     }
+    // Object stores have no directories, but local disk does: remove the now
+    // empty `step_N/` (only if empty, so nothing else is ever deleted).
+    if let Some(path) = dir.local_path() {
+        match std::fs::remove_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("could not remove the emptied checkpoint directory {}: {e}", path.display()),
+        }
+    }
     Ok(())
 }
 

@@ -2,11 +2,11 @@
 //! Hugging Face CLIP checkpoint directory) and `dalle train-clip`.
 
 use super::common::DeviceArgs;
-use super::training::{finish, open_run, progress_bar, StopHandling};
+use super::training::{finish, lease_run_dir, open_run, progress_bar, StopHandling};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use dalle_xla::models::clip::{export_hf, ClipTrainConfig, ClipTrainer, Scorer, ScorerOptions};
-use dalle_xla::train::{fit, FitOptions, StepMetrics};
+use dalle_xla::train::{fit, FitOptions, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
 use std::path::{Path, PathBuf};
 
 /// Where `dalle train-clip` exports the trained model in a run directory.
@@ -34,9 +34,11 @@ pub fn train(args: TrainClipArgs) -> anyhow::Result<()> {
     }
     let (config, tree) = ClipTrainConfig::load(&args.config, &overrides)?;
     let stop = StopHandling::install(&config.checkpoint)?;
+    // A bad run URL, storage setting or credential should fail now, not after compiling the model.
+    let lease = lease_run_dir(&config.train.run_dir, &config.storage)?;
     let client = args.device.client()?;
     let mut trainer = ClipTrainer::new(&client, config.clone())?;
-    let mut run = open_run(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint)?;
+    let mut run = open_run(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
     tracing::info!(
         "training a {:.2}M-parameter CLIP on {} {} device(s), global batch {}, steps {}..{}",
         trainer.parameter_count() as f64 / 1e6,
@@ -53,7 +55,10 @@ pub fn train(args: TrainClipArgs) -> anyhow::Result<()> {
         let acc = m.extra.get("accuracy").copied().unwrap_or(f64::NAN);
         let scale = m.extra.get("logit_scale").copied().unwrap_or(f64::NAN);
         progress.set_message(format!("loss {:.4} in-batch accuracy {acc:.3} temperature {:.4}{eval} {:.1} images/s", m.loss, (-scale).exp(), m.samples_per_sec));
-        progress.suspend(|| tracing::info!(step = m.step, loss = m.loss, eval_loss = ?m.eval_loss, extra = ?m.extra, "progress"));
+        progress.suspend(|| match m.eval_loss {
+            Some(eval_loss) => tracing::info!(step = m.step, loss = m.loss, eval_loss, accuracy = acc, logit_scale = scale, "progress"),
+            None => tracing::info!(step = m.step, loss = m.loss, accuracy = acc, logit_scale = scale, "progress"),
+        });
     };
     let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop.signal, title: format!("{} ({})", args.config.display(), run.location.url) };
     let outcome = fit(&mut trainer, &mut run, &options, on_log)?;
@@ -63,7 +68,9 @@ pub fn train(args: TrainClipArgs) -> anyhow::Result<()> {
         tracing::warn!("{skipped}");
     }
     export_hf(&trainer, &run.location, EXPORT_DIR)?;
-    finish(outcome, &run, &format!("{EXPORT_DIR}/ (a Hugging Face CLIP directory for `dalle clip score --clip`), config, metrics and checkpoints"), "lower optimizer.learning_rate")
+    // The exported transformers directory is what `dalle clip score --clip` reads.
+    let exported = format!("{EXPORT_DIR}/model.safetensors");
+    finish(outcome, &run, &[&exported, CONFIG_FILE, METRICS_FILE, LOSS_PLOT_FILE], "lower optimizer.learning_rate")
 }
 
 #[derive(Args)]

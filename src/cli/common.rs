@@ -5,6 +5,9 @@ use clap::Args;
 use dalle_xla::pjrt::{open_client, Client, ClientOptions};
 use std::path::PathBuf;
 
+/// The most virtual CPU devices a client is opened with.
+pub const MAX_CPU_DEVICES: usize = 256;
+
 #[derive(Args, Clone, Debug)]
 pub struct DeviceArgs {
     /// Platform whose plugin to load: cpu, xla-cpu, cuda or tpu.
@@ -20,6 +23,10 @@ pub struct DeviceArgs {
 
 impl DeviceArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
+        // Each virtual device costs start-up time and threads; thousands take minutes.
+        if self.platform.contains("cpu") && !(1..=MAX_CPU_DEVICES).contains(&self.cpu_devices) {
+            anyhow::bail!("--cpu-devices must be between 1 and {MAX_CPU_DEVICES}, got {}", self.cpu_devices);
+        }
         let options = if self.platform.contains("cpu") { ClientOptions::cpu_devices(self.cpu_devices) } else { ClientOptions::default() };
         open_client(&self.platform, self.plugin.as_deref(), &options)
             .with_context(|| format!("opening the PJRT client for platform '{}'", self.platform))

@@ -21,6 +21,8 @@ pub struct InfoArgs {
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.config {
         let (config, _) = TrainConfig::load(path, &args.overrides)?;
+        // Counted with checked arithmetic first: building the graph of an absurd config would overflow.
+        dalle_xla::models::dallebart::parameter_count(&config.model)?;
         let groups = dalle_xla::models::dallebart::parameter_groups(&config.model).context("building the model graph")?;
         let total: i64 = groups.iter().map(|(_, n)| n).sum();
         println!("model {} (d_model {}, {}+{} layers)", path.display(), config.model.d_model, config.model.encoder_layers, config.model.decoder_layers);

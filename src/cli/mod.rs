@@ -67,6 +67,15 @@ impl std::fmt::Display for ExitStatus {
 
 impl std::error::Error for ExitStatus {}
 
+/// Whether an error is a wait that gave way to a stop request (SIGTERM, SIGINT, a preemption notice).
+pub fn was_stopped(error: &anyhow::Error) -> bool {
+    use dalle_xla::storage::StorageError;
+    error.chain().any(|e| {
+        matches!(e.downcast_ref::<StorageError>(), Some(StorageError::Interrupted { .. }))
+            || matches!(e.downcast_ref::<dalle_xla::Error>(), Some(dalle_xla::Error::Stopped(_)) | Some(dalle_xla::Error::Storage(StorageError::Interrupted { .. })))
+    })
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run(a),

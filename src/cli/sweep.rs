@@ -33,6 +33,8 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
     let sweep = SweepConfig::load(&args.config, &args.overrides)?;
     let url = args.dir.clone().unwrap_or_else(|| default_dir(&args.config));
     let dir = dalle_xla::storage::open(&url)?;
+    // One `dalle sweep` per sweep directory; each trial's run directory has its own lease too.
+    let _lease = dalle_xla::storage::Lease::acquire(&dir, &dalle_xla::storage::LeaseOptions::default(), "dalle sweep")?;
     let client = args.device.client()?;
     sweep.parallelism.check_devices(client.device_count())?;
     let stop = StopSignal::new();

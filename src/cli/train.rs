@@ -2,10 +2,10 @@
 //! resuming the run if it already has a committed checkpoint.
 
 use super::common::DeviceArgs;
-use super::training::{finish, open_run, progress_bar, StopHandling};
+use super::training::{finish, lease_run_dir, open_run, progress_bar, StopHandling};
 use clap::Args;
 use dalle_xla::models::dallebart::{TrainConfig, Trainer};
-use dalle_xla::train::{fit, FitOptions, StepMetrics};
+use dalle_xla::train::{fit, FitOptions, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -29,12 +29,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         overrides.push(format!("train.run_dir={run}"));
     }
     let (config, tree) = TrainConfig::load(&args.config, &overrides)?;
-    // A bad run URL or storage setting should fail now, not after compiling the model.
-    dalle_xla::storage::open_with(&config.train.run_dir, &config.storage)?;
     let stop = StopHandling::install(&config.checkpoint)?;
+    // A bad run URL, storage setting or credential should fail now, not after compiling the model.
+    let lease = lease_run_dir(&config.train.run_dir, &config.storage)?;
     let client = args.device.client()?;
     let mut trainer = Trainer::new(&client, config.clone())?;
-    let mut run = open_run(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint)?;
+    let mut run = open_run(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
     tracing::info!(
         "training {:.2}M parameters on {} {} device(s), global batch {}, steps {}..{}",
         trainer.parameter_count() as f64 / 1e6,
@@ -50,14 +50,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         bar.set_position(m.step);
         let eval = m.eval_loss.map(|e| format!(" eval {e:.4}")).unwrap_or_default();
         bar.set_message(format!("loss {:.4}{eval} lr {:.2e} {:.1} samples/s", m.loss, m.lr, m.samples_per_sec));
-        bar.suspend(|| tracing::info!(step = m.step, loss = m.loss, eval_loss = ?m.eval_loss, lr = m.lr, samples_per_sec = m.samples_per_sec, "progress"));
+        bar.suspend(|| match m.eval_loss {
+            Some(eval_loss) => tracing::info!(step = m.step, loss = m.loss, eval_loss, lr = m.lr, samples_per_sec = m.samples_per_sec, "progress"),
+            None => tracing::info!(step = m.step, loss = m.loss, lr = m.lr, samples_per_sec = m.samples_per_sec, "progress"),
+        });
     };
     let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop.signal, title: format!("{} ({})", args.config.display(), run.location.url) };
     let outcome = fit(&mut trainer, &mut run, &options, on_log)?;
     bar.finish_and_clear();
     let skipped = trainer.data_counts().bad_rows();
     if skipped > 0 {
-        tracing::warn!("{skipped} bad data rows were skipped: {:?}", trainer.data_counts());
+        tracing::warn!("{skipped} bad data rows were skipped ({})", trainer.data_counts());
     }
-    finish(outcome, &run, "config, metrics.jsonl, loss.png and checkpoints", "lower optimizer.learning_rate or raise warmup")
+    finish(outcome, &run, &[CONFIG_FILE, METRICS_FILE, LOSS_PLOT_FILE], "lower optimizer.learning_rate or raise warmup")
 }

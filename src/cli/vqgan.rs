@@ -3,12 +3,12 @@
 //! tokens) and `dalle decode` (tokens back to PNG files).
 
 use super::common::DeviceArgs;
-use super::training::{finish, open_run, progress_bar, StopHandling};
+use super::training::{finish, lease_run_dir, open_run, progress_bar, StopHandling};
 use anyhow::Context;
 use clap::Args;
 use dalle_xla::data::images::{save_png, ImageIndex};
-use dalle_xla::models::vqgan::{encode_dataset, open_vqgan, psnr, read_tokens, weights_file, VqganCodec, VqganTrainConfig, VqganTrainer, WEIGHTS_FILE};
-use dalle_xla::train::{fit, FitOptions, StepMetrics};
+use dalle_xla::models::vqgan::{encode_dataset, open_vqgan, psnr, read_tokens, weights_file, weights_sha256, EncodeOptions, VqganCodec, VqganTrainConfig, VqganTrainer, WEIGHTS_FILE};
+use dalle_xla::train::{fit, FitOptions, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
 use dalle_xla::HostTensor;
 use std::path::{Path, PathBuf};
 
@@ -34,9 +34,11 @@ pub fn train(args: TrainVqganArgs) -> anyhow::Result<()> {
     }
     let (config, tree) = VqganTrainConfig::load(&args.config, &overrides)?;
     let stop = StopHandling::install(&config.checkpoint)?;
+    let lease = lease_run_dir(&config.train.run_dir, &config.storage)?;
     let client = args.device.client()?;
     let mut trainer = VqganTrainer::new(&client, config.clone())?;
-    let mut run = open_run(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint)?;
+    trainer.stop_on(stop.signal.clone());
+    let mut run = open_run(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
     tracing::info!(
         "training a {:.2}M-parameter VQGAN on {} {} device(s), global batch {}, steps {}..{}",
         trainer.parameter_count() as f64 / 1e6,
@@ -52,7 +54,12 @@ pub fn train(args: TrainVqganArgs) -> anyhow::Result<()> {
         let eval = m.eval_loss.map(|e| format!(" eval PSNR {:.2} dB", psnr(e))).unwrap_or_default();
         let l1 = m.extra.get("l1").copied().unwrap_or(f64::NAN);
         progress.set_message(format!("loss {:.4} l1 {l1:.4}{eval} {:.1} images/s", m.loss, m.samples_per_sec));
-        progress.suspend(|| tracing::info!(step = m.step, loss = m.loss, eval_mse = ?m.eval_loss, extra = ?m.extra, "progress"));
+        let extra: Vec<String> = m.extra.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+        let extra = extra.join(" ");
+        progress.suspend(|| match m.eval_loss {
+            Some(eval_mse) => tracing::info!(step = m.step, loss = m.loss, eval_mse, extra = %extra, "progress"),
+            None => tracing::info!(step = m.step, loss = m.loss, extra = %extra, "progress"),
+        });
     };
     let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop.signal, title: format!("{} ({})", args.config.display(), run.location.url) };
     let outcome = fit(&mut trainer, &mut run, &options, on_log)?;
@@ -63,7 +70,7 @@ pub fn train(args: TrainVqganArgs) -> anyhow::Result<()> {
     }
     let weights: Vec<(String, HostTensor)> = trainer.parameters()?.into_iter().collect();
     run.location.put(WEIGHTS_FILE, weights_file(&config.model, &weights)?)?;
-    finish(outcome, &run, &format!("{WEIGHTS_FILE}, config, metrics and checkpoints"), "lower optimizer.learning_rate")
+    finish(outcome, &run, &[WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE, LOSS_PLOT_FILE], "lower optimizer.learning_rate")
 }
 
 #[derive(Args)]
@@ -89,6 +96,10 @@ pub struct EncodeArgs {
     /// Threads decoding images.
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
+    /// When --out holds an encoding of other inputs or another VQGAN (or shards without a
+    /// manifest), delete those shards and start over instead of refusing.
+    #[arg(long)]
+    pub restart: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -105,13 +116,16 @@ pub fn encode(args: EncodeArgs) -> anyhow::Result<()> {
     let codec = VqganCodec::new(&client, config.clone(), &weights, &origin, args.batch_per_device, devices)?;
     tracing::info!("encoding {} images with the VQGAN of {origin} ({} tokens each) on {devices} device(s)", index.records.len(), config.image_length());
     let progress = progress_bar(index.records.len() as u64, 0);
-    let report = encode_dataset(&codec, index, &out, args.shard_size, args.workers, |done| progress.set_position(done as u64))?;
+    let options = EncodeOptions { shard_size: args.shard_size, workers: args.workers, restart: args.restart, vqgan: origin.clone(), vqgan_sha256: weights_sha256(&weights) };
+    let report = encode_dataset(&codec, index, &out, &options, |done| progress.set_position(done as u64))?;
     progress.finish_and_clear();
     if !report.skipped.skipped.is_empty() {
         tracing::warn!("{}", report.skipped);
     }
+    let repaired = if report.shards_repaired > 0 { format!(", {} damaged or missing shard(s) encoded again", report.shards_repaired) } else { String::new() };
+    let empty = if report.shards_empty > 0 { format!(", {} shard(s) with no readable image not written", report.shards_empty) } else { String::new() };
     println!(
-        "encoded {} images into {} new shard(s) in {} ({} of {} shards were already there); {} images skipped",
+        "encoded {} images into {} new shard(s) in {} ({} of {} shards were already there and verified{repaired}{empty}); {} images skipped",
         report.images_encoded,
         report.shards_written,
         out.url,
@@ -136,6 +150,9 @@ pub struct DecodeArgs {
     /// Images per program call.
     #[arg(long, default_value_t = 8)]
     pub batch: i64,
+    /// Replace `NNNNNN.png` / `.txt` files already in --out (refused otherwise).
+    #[arg(long)]
+    pub overwrite: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -143,6 +160,9 @@ pub struct DecodeArgs {
 pub fn decode(args: DecodeArgs) -> anyhow::Result<()> {
     let (config, weights, origin) = open_vqgan(&args.vqgan)?;
     let rows = read_tokens(&args.tokens, config.image_length() as usize)?;
+    if !args.overwrite {
+        refuse_existing(&args.out, &rows)?;
+    }
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let client = args.device.client()?;
     let codec = VqganCodec::new(&client, config.clone(), &weights, &origin, args.batch, 1)?;
@@ -156,15 +176,42 @@ pub fn decode(args: DecodeArgs) -> anyhow::Result<()> {
         for (i, (caption, _)) in chunk.iter().enumerate() {
             let n = chunk_index * args.batch.max(1) as usize + i;
             let image = HostTensor { dtype: images.dtype, shape: vec![r, r, 3], data: images.data[i * per_image..(i + 1) * per_image].to_vec() };
-            save_png(&image, &args.out.join(format!("{n:06}.png")))?;
+            // Written under a temporary name and renamed, so a file is never half there.
+            let png = args.out.join(format!("{n:06}.png"));
+            let partial = args.out.join(format!(".{n:06}.png.partial"));
+            save_png(&image, &partial)?;
+            std::fs::rename(&partial, &png).with_context(|| format!("renaming {} to {}", partial.display(), png.display()))?;
             if let Some(caption) = caption {
                 let path = args.out.join(format!("{n:06}.txt"));
-                std::fs::write(&path, caption).with_context(|| format!("writing {}", path.display()))?;
+                let partial = args.out.join(format!(".{n:06}.txt.partial"));
+                std::fs::write(&partial, caption).with_context(|| format!("writing {}", partial.display()))?;
+                std::fs::rename(&partial, &path).with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
             }
             progress.inc(1);
         }
     }
     progress.finish_and_clear();
     println!("decoded {} images into {}", rows.len(), Path::new(&args.out).display());
+    Ok(())
+}
+
+/// The files decoding `rows` would write that already exist in `out`.
+fn refuse_existing(out: &Path, rows: &[(Option<String>, Vec<i64>)]) -> anyhow::Result<()> {
+    let mut existing = Vec::new();
+    for (n, (caption, _)) in rows.iter().enumerate() {
+        let mut names = vec![format!("{n:06}.png")];
+        if caption.is_some() {
+            names.push(format!("{n:06}.txt"));
+        }
+        existing.extend(names.into_iter().map(|name| out.join(name)).filter(|p| p.exists()));
+    }
+    if let Some(first) = existing.first() {
+        anyhow::bail!(
+            "{} already holds {} of the files decoding would write (e.g. {}); pass --overwrite to replace them or choose another --out",
+            out.display(),
+            existing.len(),
+            first.display()
+        );
+    }
     Ok(())
 }

@@ -22,6 +22,8 @@ pub enum ConfigError {
     UnknownKey { key: String, hint: String },
     #[error("config key '{key}': {message}")]
     Invalid { key: String, message: String },
+    #[error("config {path} is empty: {message}")]
+    Empty { path: String, message: String },
 }
 
 /// Parses `key.path=value` pairs; values are YAML scalars (`0.005`, `true`, `adamw`, `[1, 2]`).
@@ -120,12 +122,23 @@ pub fn load<T: DeserializeOwned + Serialize>(path: &Path, overrides: &[String]) 
 pub fn load_str<T: DeserializeOwned + Serialize>(text: &str, name: &str, overrides: &[String]) -> Result<(T, Value), ConfigError> {
     let mut value: Value =
         serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: name.to_string(), source })?;
-    if value.is_null() {
+    let empty = value.is_null();
+    if empty {
         value = Value::Mapping(Mapping::new());
     }
     // Round-trip through the typed config first so that keys left to their
     // defaults exist in the tree and can be overridden too.
-    let typed: T = from_value(value)?;
+    let typed: T = from_value(value).map_err(|e| match e {
+        // "missing field at '.'" says nothing useful about a file with no settings at all.
+        ConfigError::Invalid { key, message } if empty && (key == "." || key.is_empty()) => {
+            let message = match message.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+                Some(field) => format!("it needs at least a `{field}:` section"),
+                None => message,
+            };
+            ConfigError::Empty { path: name.to_string(), message }
+        }
+        other => other,
+    })?;
     let mut value = serde_yaml::to_value(&typed).map_err(|e| ConfigError::Invalid { key: ".".into(), message: e.to_string() })?;
     for (k, v) in parse_overrides(overrides)? {
         set_path(&mut value, &k, v)?;

@@ -192,11 +192,15 @@ pub fn write_dataset(path_or_url: &str, format: DataFormat, records: &[Record]) 
         })?,
         f => f,
     };
-    let bytes = match format {
-        DataFormat::Parquet => parquet_format::encode(records)?,
-        _ => jsonl_format::encode(records)?,
-    };
-    storage_io::write_object(path_or_url, bytes)
+    storage_io::write_object(path_or_url, dataset_bytes(format, records)?)
+}
+
+/// The bytes of a dataset file of `records` (parquet, or JSONL for any other format).
+pub fn dataset_bytes(format: DataFormat, records: &[Record]) -> Result<Vec<u8>> {
+    match format {
+        DataFormat::Parquet => parquet_format::encode(records),
+        _ => jsonl_format::encode(records),
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ mod unicode_text;
 
 pub use batch::{Batch, Example};
 pub use config::{DataConfig, DataFormat, DataKind, TOKENIZER_HINT};
-pub use files::{resolve, write_dataset, DataFile};
+pub use files::{dataset_bytes, resolve, write_dataset, DataFile};
 pub use loader::{Dataset, Loader, LoaderSpec};
 pub use normalize::{normalize_caption, TextNormalizer};
 pub use record::{BadRow, BadRowKind, DataCounts, ParsedRow, RawRow, Record, RowSpec};

@@ -100,6 +100,29 @@ pub struct DataCounts {
     pub held_out: u64,
 }
 
+impl std::fmt::Display for DataCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} examples served", self.examples)?;
+        let parts = [
+            (self.missing_caption, "without a caption"),
+            (self.missing_encoding, "without an encoding"),
+            (self.wrong_encoding_length, "with an encoding of the wrong length"),
+            (self.token_out_of_range, "with a token out of range"),
+            (self.unparsable, "unparsable"),
+        ];
+        for (n, what) in parts.iter().filter(|(n, _)| *n > 0) {
+            write!(f, ", {n} rows {what}")?;
+        }
+        if self.unreadable_files > 0 {
+            write!(f, ", {} unreadable file(s)", self.unreadable_files)?;
+        }
+        if self.held_out > 0 {
+            write!(f, ", {} rows held out for validation", self.held_out)?;
+        }
+        Ok(())
+    }
+}
+
 impl DataCounts {
     pub fn add_bad(&mut self, kind: BadRowKind) {
         match kind {

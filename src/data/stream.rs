@@ -203,7 +203,7 @@ impl ExampleStream {
             let Some((at, slot)) = self.next_slot()? else {
                 if !self.produced_in_epoch {
                     return Err(Error::Invalid(format!(
-                        "epoch {} produced no usable examples from {} file(s) (counts so far: {:?})",
+                        "epoch {} produced no usable examples from {} file(s) (so far: {})",
                         self.position.epoch,
                         self.p.files.len(),
                         self.position.counts

@@ -52,10 +52,17 @@ fn search_roots() -> Vec<PathBuf> {
 /// `$DALLE_PJRT_PLUGIN`, then `xla_ext/<platform>/pjrt_plugin.so`.
 pub fn find_plugin(platform: &str, explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
-        return if p.is_file() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(PjrtError::PluginNotFound(format!("the PJRT plugin file {} given by --plugin does not exist", p.display())))
+        return match std::fs::metadata(p) {
+            Ok(m) if m.is_file() => Ok(p.to_path_buf()),
+            Ok(m) if m.is_dir() => Err(PjrtError::PluginNotFound(format!("the PJRT plugin {} given by --plugin is a directory, not a plugin file", p.display()))),
+            Ok(_) => Err(PjrtError::PluginNotFound(format!(
+                "the PJRT plugin {} given by --plugin is not a regular file (a device or pipe), so it is not a plugin",
+                p.display()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(PjrtError::PluginNotFound(format!("the PJRT plugin file {} given by --plugin does not exist", p.display())))
+            }
+            Err(e) => Err(PjrtError::PluginNotFound(format!("cannot read the PJRT plugin file {} given by --plugin: {e}", p.display()))),
         };
     }
     if let Some(p) = std::env::var_os(PLUGIN_ENV).filter(|v| !v.is_empty()) {

@@ -1,6 +1,7 @@
 //! Running graphs: compile a [`Graph`](crate::graph::Graph) into a
 //! [`Program`] and execute it on device buffers or host arrays.
 
+pub mod memory;
 mod program;
 
 pub use program::{download, Program, ProgramOptions};

@@ -28,10 +28,14 @@
 //!
 //! Explicit [`StorageOptions`] (a config's `storage:` section) take precedence.
 
+pub mod access;
+pub mod lease;
 mod options;
 pub mod retry;
 mod runtime;
 
+pub use access::{check_access, stop_requested, stop_waits_when};
+pub use lease::{Lease, LeaseHolder, LeaseOptions, LEASE_FILE};
 pub use options::{RetryPolicy, StorageOptions};
 pub use runtime::block_on;
 
@@ -45,8 +49,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub enum StorageError {
     #[error("storage location '{url}': {message}")]
     Location { url: String, message: String },
-    #[error("storage at '{location}': {source}")]
+    #[error("storage at '{location}': {source}{}", access::explain(location, source))]
     Store { location: String, source: object_store::Error },
+    #[error("cannot use storage at '{url}': {message}")]
+    Access { url: String, message: String },
+    #[error("stopped while waiting for storage at '{url}'")]
+    Interrupted { url: String },
+    #[error("'{url}' is in use by another writer: {holder}. Wait for it to finish, stop it, or use another directory (a lease whose holder stopped is taken over automatically)")]
+    LeaseHeld { url: String, holder: String },
+    #[error("the writer lease of '{url}' was taken over by {holder}; stopped writing there")]
+    LeaseLost { url: String, holder: String },
 }
 
 /// A store and the prefix inside it that a URL names.
@@ -71,6 +83,15 @@ impl Location {
     /// A location for the sub-directory `name`.
     pub fn join(&self, name: &str) -> Location {
         Location { store: self.store.clone(), prefix: self.child(name), url: format!("{}/{}", self.url.trim_end_matches('/'), name) }
+    }
+
+    /// The directory on local disk this location is, when it is one.
+    pub fn local_path(&self) -> Option<std::path::PathBuf> {
+        match self.url.split_once("://") {
+            None => Some(std::path::PathBuf::from(&self.url)),
+            Some(("file", rest)) => Some(std::path::PathBuf::from(rest)),
+            Some(_) => None,
+        }
     }
 
     /// Writes the whole object `name` (small files: configs, metrics, plots).
@@ -147,6 +168,10 @@ pub fn open_with(url: &str, options: &StorageOptions) -> Result<Location, Storag
                     .with_retry(options.retry.to_object_store());
                 if let Some(endpoint) = &options.s3_endpoint {
                     builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+                } else if std::env::var("AWS_ENDPOINT").is_ok_and(|e| e.starts_with("http://")) && std::env::var("AWS_ALLOW_HTTP").is_err() {
+                    // An http:// endpoint named explicitly is meant to be used; the
+                    // backend would otherwise refuse every request ("builder error").
+                    builder = builder.with_allow_http(true);
                 }
                 Arc::new(builder.build().map_err(|e| bad(format!("cannot open S3: {e}")))?)
             }

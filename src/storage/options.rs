@@ -91,11 +91,14 @@ pub struct StorageOptions {
     pub gcs_service_account_key: Option<String>,
     /// An S3-compatible endpoint (MinIO, moto); `http://` endpoints are allowed.
     pub s3_endpoint: Option<String>,
+    /// The writer lease of run directories opened with these options.
+    pub lease: super::LeaseOptions,
 }
 
 impl StorageOptions {
     pub fn validate(&self) -> Result<(), String> {
         self.retry.validate()?;
+        self.lease.validate().map_err(|e| format!("storage.{e}"))?;
         for (key, url) in [("gcs_base_url", &self.gcs_base_url), ("s3_endpoint", &self.s3_endpoint)] {
             if let Some(url) = url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {

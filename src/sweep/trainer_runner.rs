@@ -152,7 +152,7 @@ impl TrialRunner for TrainerRunner {
         let wall_time_s = run.earlier_wall_secs + started.elapsed().as_secs_f64();
         let skipped = trainer.data_counts().bad_rows();
         if skipped > 0 {
-            tracing::warn!("trial {}: {skipped} bad data rows were skipped: {:?}", trial.id, trainer.data_counts());
+            tracing::warn!("trial {}: {skipped} bad data rows were skipped ({})", trial.id, trainer.data_counts());
         }
         Ok(match outcome {
             Outcome::Finished { step } => TrialOutcome::Completed { steps: step, wall_time_s },

@@ -66,13 +66,25 @@ pub fn fit(model: &mut dyn Trainable, run: &mut RunDir, opts: &FitOptions, mut o
     let mut metrics_unwritten = false;
 
     while model.step() < t.steps {
+        // Another writer took the run over (this process was presumed dead):
+        // saving now would mix two runs' histories.
+        run.lease.check()?;
         if let Some(reason) = opts.stop.reason() {
-            tracing::warn!("stopping at step {} ({reason:?}): writing a final checkpoint", model.step());
-            save(&*model, run, session.elapsed().as_secs_f64(), &mut last_saved)?;
-            run.checkpoints.wait()?;
-            return Ok(Outcome::Stopped { step: model.step(), reason });
+            return stop(&*model, run, session, &mut last_saved, reason);
         }
-        let r = model.train_step()?;
+        let r = match model.train_step() {
+            Ok(r) => r,
+            // A wait inside the step (for data) gave way to a stop request;
+            // nothing was updated, so the current state is the one to save.
+            Err(Error::Stopped(what)) => match opts.stop.reason() {
+                Some(reason) => {
+                    tracing::info!("stopped while {what}");
+                    return stop(&*model, run, session, &mut last_saved, reason);
+                }
+                None => return Err(Error::Stopped(what)),
+            },
+            Err(e) => return Err(e),
+        };
         window.1 += r.samples;
         let step = model.step();
         if !r.loss.is_finite() {
@@ -112,6 +124,7 @@ pub fn fit(model: &mut dyn Trainable, run: &mut RunDir, opts: &FitOptions, mut o
             schedule.mark_saved(step, Instant::now());
         }
     }
+    run.lease.check()?;
     save(&*model, run, session.elapsed().as_secs_f64(), &mut last_saved)?;
     run.checkpoints.wait()?;
     // The final checkpoint is committed, so the run is done; metrics that still
@@ -125,6 +138,14 @@ pub fn fit(model: &mut dyn Trainable, run: &mut RunDir, opts: &FitOptions, mut o
         tracing::error!("the loss plot could not be written to {}: {e}", run.location.url);
     }
     Ok(Outcome::Finished { step: model.step() })
+}
+
+/// Commits a final checkpoint after a stop request.
+fn stop(model: &dyn Trainable, run: &RunDir, session: Instant, last_saved: &mut Option<u64>, reason: StopReason) -> Result<Outcome> {
+    tracing::warn!("stopping at step {} ({reason}): writing a final checkpoint", model.step());
+    save(model, run, session.elapsed().as_secs_f64(), last_saved)?;
+    run.checkpoints.wait()?;
+    Ok(Outcome::Stopped { step: model.step(), reason })
 }
 
 /// Hands a checkpoint of the current step to the background writer (once per step).

@@ -1,11 +1,18 @@
 //! The run directory every trainer shares: `config.yaml`, `metrics.jsonl`,
 //! `loss.png` and `checkpoints/`, on local disk or any object store.
+//!
+//! Opening a run takes its writer lease ([`crate::storage::Lease`]) first, so
+//! two processes never train into one directory: the second is refused with
+//! a message naming the first, and a holder that died (SIGKILL, a preempted
+//! VM) is taken over once its lease is stale. Every trainer, sweep trial and
+//! pipeline stage that opens a [`RunDir`] gets this; code that writes a
+//! directory without a `RunDir` can call [`crate::storage::Lease::acquire`].
 
 use super::metrics::MetricsLog;
 use crate::checkpoint::{changed_config_keys, check_compatible, CheckpointConfig, CheckpointManager, Checkpoint};
 use crate::error::{Error, Result};
 use crate::graph::TensorType;
-use crate::storage::{self, Location, StorageOptions};
+use crate::storage::{self, Lease, Location, StorageOptions};
 
 pub const CONFIG_FILE: &str = "config.yaml";
 
@@ -17,6 +24,9 @@ pub struct RunDir {
     pub config_yaml: String,
     /// Training wall time of earlier sessions of this run.
     pub earlier_wall_secs: f64,
+    /// This process's writer lease on the run (released when the run is
+    /// dropped; declared last so that happens after the checkpoint writer ends).
+    pub lease: Lease,
 }
 
 impl RunDir {
@@ -36,6 +46,28 @@ impl RunDir {
         config_yaml: &str,
         checkpoint: &CheckpointConfig,
         expected: &[(String, TensorType)],
+    ) -> Result<(RunDir, Option<Checkpoint>)> {
+        let lease = Self::lease(url, storage)?;
+        Self::open_leased(url, storage, config_yaml, checkpoint, expected, lease)
+    }
+
+    /// Checks that the store of `url` can be used (credentials, endpoint) and
+    /// takes the run's writer lease. Commands take it before compiling, so a
+    /// second writer is refused at once, and hand it to [`Self::open_leased`].
+    pub fn lease(url: &str, storage: &StorageOptions) -> Result<Lease> {
+        let location = storage::open_with(url, storage)?;
+        storage::check_access(url, storage)?;
+        Ok(Lease::acquire(&location, &storage.lease, &writer_purpose())?)
+    }
+
+    /// Like [`Self::open_with`], with the writer lease already taken by [`Self::lease`].
+    pub fn open_leased(
+        url: &str,
+        storage: &StorageOptions,
+        config_yaml: &str,
+        checkpoint: &CheckpointConfig,
+        expected: &[(String, TensorType)],
+        lease: Lease,
     ) -> Result<(RunDir, Option<Checkpoint>)> {
         let location = storage::open_with(url, storage)?;
         let checkpoints = CheckpointManager::open_with(&location, checkpoint.retention(), checkpoint.write_options(storage.retry.clone()))?;
@@ -61,6 +93,16 @@ impl RunDir {
         let resume_step = restored.as_ref().map_or(0, |c| c.step);
         let metrics = MetricsLog::open(&location, resume_step)?;
         let earlier_wall_secs = restored.as_ref().map_or(0.0, |c| c.meta.wall_secs);
-        Ok((RunDir { location, checkpoints, metrics, config_yaml: config_yaml.to_string(), earlier_wall_secs }, restored))
+        Ok((RunDir { location, checkpoints, metrics, config_yaml: config_yaml.to_string(), earlier_wall_secs, lease }, restored))
+    }
+}
+
+/// What the lease says holds it: the command line's program and subcommand (e.g. `dalle train`).
+fn writer_purpose() -> String {
+    let mut args = std::env::args();
+    let program = args.next().map(|p| std::path::Path::new(&p).file_name().map_or(p.clone(), |n| n.to_string_lossy().into_owned())).unwrap_or_default();
+    match args.next() {
+        Some(sub) if !sub.starts_with('-') => format!("{program} {sub}"),
+        _ => program,
     }
 }

@@ -8,6 +8,7 @@
 use super::convert::rgb_to_hwc;
 use super::decode::load_image;
 use super::index::{ImageIndex, ImageRecord};
+use crate::checkpoint::StopSignal;
 use crate::error::{Error, Result};
 use crate::host::HostTensor;
 use image::RgbImage;
@@ -121,6 +122,9 @@ pub struct ImageLoader {
     report: Arc<Mutex<SkipReport>>,
     /// Images available after listing (before any decoding).
     pub len: usize,
+    stop: Option<StopSignal>,
+    /// A batch received by [`Self::wait_until_ready`], served first.
+    pending: Option<ImageBatch>,
 }
 
 impl ImageLoader {
@@ -149,6 +153,15 @@ impl ImageLoader {
                 index.skipped.len()
             )));
         }
+        // Dropping the last partial batch of every epoch would serve nothing at all.
+        if options.drop_last && index.records.len() < options.batch_size {
+            return Err(Error::Invalid(format!(
+                "the image dataset has {} usable image(s) ({} skipped), fewer than one batch of {}: add images or lower the batch size",
+                index.records.len(),
+                index.skipped.len(),
+                options.batch_size
+            )));
+        }
         let len = index.records.len();
         let report = Arc::new(Mutex::new(SkipReport { skipped: index.skipped }));
         let (sender, receiver) = sync_channel(options.prefetch.max(1));
@@ -157,7 +170,26 @@ impl ImageLoader {
             .name("image-loader".into())
             .spawn(move || worker.run(sender))
             .map_err(|e| Error::io("starting the image loader thread", e))?;
-        Ok(ImageLoader { receiver: Some(receiver), thread: Some(thread), report, len })
+        Ok(ImageLoader { receiver: Some(receiver), thread: Some(thread), report, len, stop: None, pending: None })
+    }
+
+    /// Waits for the first batch, so a dataset that cannot serve one fails
+    /// now (before the caller compiles anything); the batch is served next.
+    pub fn wait_until_ready(&mut self) -> Result<()> {
+        if self.pending.is_none() {
+            match self.next() {
+                Some(Ok(batch)) => self.pending = Some(batch),
+                Some(Err(e)) => return Err(e),
+                None => return Err(Error::Invalid("the image loader served no batch at all".into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes waiting for the next batch end early (with [`Error::Stopped`])
+    /// once `signal` is set, so a slow or stuck dataset cannot hold up a stop.
+    pub fn stop_on(&mut self, signal: StopSignal) {
+        self.stop = Some(signal);
     }
 
     /// The entries skipped so far (listing plus decoding).
@@ -170,7 +202,21 @@ impl Iterator for ImageLoader {
     type Item = Result<ImageBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.receiver.as_ref()?.recv().ok()
+        if let Some(batch) = self.pending.take() {
+            return Some(Ok(batch));
+        }
+        let receiver = self.receiver.as_ref()?;
+        let Some(stop) = &self.stop else { return receiver.recv().ok() };
+        loop {
+            if let Some(reason) = stop.reason() {
+                return Some(Err(Error::Stopped(format!("waiting for the next batch of images ({reason})"))));
+            }
+            match receiver.recv_timeout(std::time::Duration::from_millis(50)) {
+                Ok(batch) => return Some(batch),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
     }
 }
 
@@ -223,6 +269,7 @@ impl Worker {
         let mut pixels: Vec<f32> = Vec::new();
         let (mut captions, mut paths) = (Vec::new(), Vec::new());
         let mut served = 0;
+        let mut batches = 0;
         let order: Vec<usize> =
             epoch_order(self.records.len(), seed, epoch, shuffle).into_iter().filter(|i| !self.bad.contains(i)).collect();
         let mut next = 0;
@@ -254,12 +301,22 @@ impl Worker {
                     }
                 }
             }
-            if captions.len() == batch_size && !send(sender, &mut pixels, &mut captions, &mut paths, resolution, epoch)? {
-                return Ok(false);
+            if captions.len() == batch_size {
+                if !send(sender, &mut pixels, &mut captions, &mut paths, resolution, epoch)? {
+                    return Ok(false);
+                }
+                batches += 1;
             }
         }
         if served == 0 {
             return Err(Error::Invalid(format!("none of the {} images of the dataset could be read", self.records.len())));
+        }
+        if batches == 0 && drop_last {
+            // Every later epoch would be the same: fail instead of spinning.
+            return Err(Error::Invalid(format!(
+                "only {served} of the {} images of the dataset could be read, fewer than one batch of {batch_size}: add images or lower the batch size",
+                self.records.len()
+            )));
         }
         if !captions.is_empty() && !drop_last && !send(sender, &mut pixels, &mut captions, &mut paths, resolution, epoch)? {
             return Ok(false);

@@ -4,6 +4,7 @@
 mod config;
 pub mod flax;
 pub mod init_from;
+mod memory;
 mod model;
 mod params;
 mod steps;
@@ -11,6 +12,7 @@ mod train_config;
 mod trainer;
 
 pub use config::DalleBartConfig;
+pub use memory::{parameter_count, training_memory};
 pub use model::{CrossAttentionKv, DalleBart, DecoderCache};
 pub use params::{parameter_groups, parameter_specs};
 pub use flax::{load_weights_dir, ImportedDalleBart};

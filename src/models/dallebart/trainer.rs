@@ -60,6 +60,9 @@ impl Trainer {
                 client.device_count()
             )));
         }
+        // Before allocating weights or compiling: absurd sizes become an error, not an abort.
+        let estimate = crate::models::dallebart::training_memory(&config, replicas)?;
+        crate::runtime::memory::check_fits("this DalleBart config", &estimate, client.platform(), replicas, "lower the model sizes or train.batch_size")?;
         if let Some(d) = t.device_ids.iter().find(|&&d| d >= client.device_count()) {
             return Err(Error::Invalid(format!(
                 "train.device_ids names device {d} but the {} client has devices 0..{}",

@@ -8,6 +8,7 @@ mod discriminator;
 pub mod flax;
 mod losses;
 mod lpips;
+mod memory;
 mod model;
 mod params;
 mod steps;
@@ -27,7 +28,8 @@ pub use crate::weights::{
 pub use discriminator::DiscriminatorConfig;
 pub use losses::{adaptive_weight, generator_loss, hinge_discriminator_loss, l1, LossConfig};
 pub use lpips::Lpips;
+pub use memory::training_memory;
 pub use steps::{NetLayout, VqganSetup, VqganSteps, DISCRIMINATOR_STATS, GENERATOR_GAN_STATS, GENERATOR_STATS};
 pub use train_config::{ImageDataConfig, VqganTrainConfig};
 pub use trainer::{checkpoint_weights, load_weights, open_vqgan, psnr, weights_file, StepStats, VqganTrainer, CONFIG_KEY, WEIGHTS_FILE};
-pub use dataset::{encode_dataset, read_tokens, shard_name, EncodeReport};
+pub use dataset::{encode_dataset, read_tokens, shard_name, weights_sha256, EncodeManifest, EncodeOptions, EncodeReport, ShardEntry, ENCODE_MANIFEST};

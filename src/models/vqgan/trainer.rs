@@ -10,7 +10,7 @@ use super::steps::{NetLayout, VqganSetup, VqganSteps, DISCRIMINATOR_STATS, GENER
 use super::train_config::VqganTrainConfig;
 use crate::weights::{read_safetensors_with_metadata, to_safetensors_with_metadata};
 use super::{Lpips, Vqgan, VqganConfig};
-use crate::checkpoint::{Checkpoint, CheckpointMeta};
+use crate::checkpoint::{Checkpoint, CheckpointMeta, StopSignal};
 use crate::data::images::{ImageIndex, ImageLoader, LoaderOptions, SkipReport};
 use crate::error::{Error, Result};
 use crate::graph::TensorType;
@@ -44,6 +44,8 @@ pub struct VqganTrainer {
     train_data: ImageLoader,
     /// Held-out batches for the reconstruction error.
     eval_data: Vec<HostTensor>,
+    /// Ends waits for training images early (see [`Self::stop_on`]).
+    stop: Option<StopSignal>,
 }
 
 fn start_loader(config: &VqganTrainConfig, source: &str, seed: u64, shuffle: bool, epochs: Option<u64>) -> Result<ImageLoader> {
@@ -92,6 +94,26 @@ impl VqganTrainer {
         if t.batch_size % replicas != 0 {
             return Err(Error::Invalid(format!("train.batch_size ({}) must be divisible by the {replicas} devices", t.batch_size)));
         }
+        // Before allocating weights or compiling: absurd sizes become an error, not an abort.
+        let estimate = super::training_memory(&config, replicas)?;
+        crate::runtime::memory::check_fits("this VQGAN config", &estimate, client.platform(), replicas, "lower model.resolution, model.ch or train.batch_size")?;
+        // The data first: a dataset that cannot fill a batch fails before minutes of compiling.
+        let mut train_data = start_loader(&config, &config.data.images, config.train.seed, true, None)?;
+        train_data.wait_until_ready()?;
+        let eval_data = match &config.data.eval_images {
+            Some(source) => {
+                let loader = start_loader(&config, source, 0, false, Some(1))?;
+                let batches = loader.take(config.train.eval_batches.max(1) as usize).collect::<Result<Vec<_>>>()?;
+                if batches.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "data.eval_images '{source}' has fewer readable images than one batch (train.batch_size = {})",
+                        config.train.batch_size
+                    )));
+                }
+                batches.into_iter().map(|b| b.pixels).collect()
+            }
+            None => Vec::new(),
+        };
         let lpips = match (&config.loss.vgg16, &config.loss.lpips) {
             (Some(vgg), Some(heads)) => Some(Lpips::load(Path::new(vgg), Path::new(heads))?),
             _ => {
@@ -124,22 +146,7 @@ impl VqganTrainer {
         };
         let frozen_refs: Vec<&HostTensor> = frozen_values.iter().collect();
         let frozen = (0..replicas).map(|d| program.upload(d, &frozen_refs)).collect::<Result<_>>()?;
-        let train_data = start_loader(&config, &config.data.images, config.train.seed, true, None)?;
-        let eval_data = match &config.data.eval_images {
-            Some(source) => {
-                let loader = start_loader(&config, source, 0, false, Some(1))?;
-                let batches = loader.take(config.train.eval_batches.max(1) as usize).collect::<Result<Vec<_>>>()?;
-                if batches.is_empty() {
-                    return Err(Error::Invalid(format!(
-                        "data.eval_images '{source}' has fewer readable images than one batch (train.batch_size = {})",
-                        config.train.batch_size
-                    )));
-                }
-                batches.into_iter().map(|b| b.pixels).collect()
-            }
-            None => Vec::new(),
-        };
-        let mut trainer = VqganTrainer { config, replicas, steps, generator: vec![], frozen, discriminator: vec![], step: 0, train_data, eval_data };
+        let mut trainer = VqganTrainer { config, replicas, steps, generator: vec![], frozen, discriminator: vec![], step: 0, train_data, eval_data, stop: None };
         let seed = trainer.config.train.seed;
         let init = |layout: &NetLayout| -> Vec<HostTensor> {
             let params = layout.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape));
@@ -148,6 +155,13 @@ impl VqganTrainer {
         let (g, d) = (init(&trainer.steps.generator), init(&trainer.steps.discriminator));
         trainer.upload(&g, &d)?;
         Ok(trainer)
+    }
+
+    /// Makes waits for training images end once `signal` is set, so a stop
+    /// request is seen even while the image loader is slow.
+    pub fn stop_on(&mut self, signal: StopSignal) {
+        self.train_data.stop_on(signal.clone());
+        self.stop = Some(signal);
     }
 
     /// Images the loader left out so far (unreadable or without caption).
@@ -360,6 +374,9 @@ impl Trainable for VqganTrainer {
         // uninterrupted run would have seen.
         let seed = self.config.train.seed ^ checkpoint.step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         self.train_data = start_loader(&self.config, &self.config.data.images, seed, true, None)?;
+        if let Some(signal) = &self.stop {
+            self.train_data.stop_on(signal.clone());
+        }
         Ok(())
     }
 
@@ -375,9 +392,48 @@ impl Trainable for VqganTrainer {
 
 /// Autoencoder weights as safetensors bytes with the model config in the
 /// metadata, so the file alone is enough to encode and decode.
+/// Each tensor's SHA-256 goes into the metadata too ([`HASHES_KEY`]), so a
+/// damaged file is refused on load instead of decoding to garbage.
 pub fn weights_file(config: &VqganConfig, weights: &[(String, HostTensor)]) -> Result<Vec<u8>> {
     let config_json = serde_json::to_string(config).map_err(|e| Error::Invalid(format!("model config: {e}")))?;
-    to_safetensors_with_metadata(weights, Some(HashMap::from([(CONFIG_KEY.to_string(), config_json)])))
+    let hashes: BTreeMap<&str, String> = weights.iter().map(|(name, t)| (name.as_str(), tensor_sha256(t))).collect();
+    let hashes_json = serde_json::to_string(&hashes).map_err(|e| Error::Invalid(format!("weight hashes: {e}")))?;
+    to_safetensors_with_metadata(weights, Some(HashMap::from([(CONFIG_KEY.to_string(), config_json), (HASHES_KEY.to_string(), hashes_json)])))
+}
+
+/// Metadata key of a weights file's per-tensor SHA-256 hashes (a JSON object).
+pub const HASHES_KEY: &str = "tensor_sha256";
+
+fn tensor_sha256(tensor: &HostTensor) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(&tensor.data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks every tensor against the file's hashes; a file without hashes
+/// (written elsewhere) loads with a warning.
+fn check_hashes(weights: &BTreeMap<String, HostTensor>, meta: &HashMap<String, String>, path: &Path) -> Result<()> {
+    let Some(json) = meta.get(HASHES_KEY) else {
+        tracing::warn!("{} carries no tensor hashes, so damage to it cannot be detected", path.display());
+        return Ok(());
+    };
+    let hashes: BTreeMap<String, String> =
+        serde_json::from_str(json).map_err(|e| Error::Invalid(format!("{}: the '{HASHES_KEY}' metadata is not a JSON object of hashes: {e}", path.display())))?;
+    for (name, tensor) in weights {
+        match hashes.get(name) {
+            Some(want) if *want == tensor_sha256(tensor) => {}
+            Some(_) => {
+                return Err(Error::Invalid(format!(
+                    "{}: tensor '{name}' does not match its SHA-256 in the file: the file is damaged (copy it again or export it again from its run)",
+                    path.display()
+                )))
+            }
+            None => return Err(Error::Invalid(format!("{}: tensor '{name}' has no hash in the file's '{HASHES_KEY}' metadata", path.display()))),
+        }
+    }
+    if let Some(missing) = hashes.keys().find(|n| !weights.contains_key(*n)) {
+        return Err(Error::Invalid(format!("{}: tensor '{missing}' is listed in the hashes but missing from the file", path.display())));
+    }
+    Ok(())
 }
 
 /// The autoencoder weights of a checkpoint (`generator/` tensors without optimizer state).
@@ -429,6 +485,7 @@ pub fn open_vqgan(path_or_run: &str) -> Result<(VqganConfig, BTreeMap<String, Ho
 
 fn parse_weights(bytes: &[u8], path: &Path) -> Result<(VqganConfig, BTreeMap<String, HostTensor>)> {
     let (weights, meta) = read_safetensors_with_metadata(bytes, &path.display().to_string())?;
+    check_hashes(&weights, &meta, path)?;
     let json = meta.get(CONFIG_KEY).ok_or_else(|| {
         Error::Invalid(format!("{} has no '{CONFIG_KEY}' metadata: it was not written by dalle train-vqgan", path.display()))
     })?;
