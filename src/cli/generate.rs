@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use dalle_xla::data::TextEncoder;
 use dalle_xla::generate::output::{grid, grid_file, image_file, OutputDir, RESULTS_FILE};
-use dalle_xla::generate::{load_dallebart, Flow, RunOptions, Sampler, SamplingSettings, TextToImage};
+use dalle_xla::generate::{load_dallebart, Flow, LoadedDalleBart, RunOptions, Sampler, SamplingSettings, TextToImage};
 use dalle_xla::models::vqgan::{open_vqgan, VqganCodec};
 use dalle_xla::DType;
 use std::path::PathBuf;
@@ -91,6 +91,29 @@ pub fn parse_dtype(name: &str) -> anyhow::Result<DType> {
     }
 }
 
+/// The sampler, caption encoder and VQGAN of a loaded model, on the devices of `device`.
+/// `model_arg` and `vqgan` are the command line's values, named in messages.
+pub fn open_text_to_image(
+    model: &LoadedDalleBart,
+    model_arg: &str,
+    vqgan: &str,
+    tokenizer: Option<&str>,
+    dtype: &str,
+    device: &DeviceArgs,
+) -> anyhow::Result<TextToImage> {
+    let dtype = parse_dtype(dtype)?;
+    let tokenizer = tokenizer.map(String::from).or(model.tokenizer.clone()).ok_or_else(|| {
+        anyhow::anyhow!("--model {model_arg} was trained on synthetic data, which has no caption tokenizer; pass --tokenizer tokenizer.json")
+    })?;
+    let text = TextEncoder::load(&tokenizer, model.config.max_text_length as usize).with_context(|| format!("loading the tokenizer {tokenizer}"))?;
+    let client = device.client()?;
+    let (vqgan_config, vqgan_weights, vqgan_origin) = open_vqgan(vqgan).with_context(|| format!("loading --vqgan {vqgan}"))?;
+    let replicas = client.device_count();
+    let sampler = Sampler::new(&client, model.config.clone(), &model.weights, &model.origin, dtype, replicas)?;
+    let codec = VqganCodec::new(&client, vqgan_config, &vqgan_weights, &vqgan_origin, 1, replicas)?;
+    Ok(TextToImage::new(sampler, text, codec)?)
+}
+
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let prompts = read_prompts(&args)?;
     if args.n == 0 {
@@ -103,14 +126,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         top_p: args.top_p,
         condition_scale: args.condition_scale,
     };
-    let dtype = parse_dtype(&args.dtype)?;
+    parse_dtype(&args.dtype)?;
     let model = load_dallebart(&args.model, args.step)?;
     settings.validate(model.config.image_vocab_size)?;
-    let tokenizer = args.tokenizer.clone().or(model.tokenizer.clone()).ok_or_else(|| {
-        anyhow::anyhow!("--model {} was trained on synthetic data, which has no caption tokenizer; pass --tokenizer tokenizer.json", args.model)
-    })?;
-    let text = TextEncoder::load(&tokenizer, model.config.max_text_length as usize).with_context(|| format!("loading the tokenizer {tokenizer}"))?;
-
     let mut names = vec![RESULTS_FILE.to_string()];
     for p in 0..prompts.len() {
         names.push(grid_file(p));
@@ -118,12 +136,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     }
     let out = OutputDir::prepare(&args.out, &names, args.overwrite)?;
 
-    let client = args.device.client()?;
-    let (vqgan_config, vqgan_weights, vqgan_origin) = open_vqgan(&args.vqgan).with_context(|| format!("loading --vqgan {}", args.vqgan))?;
-    let replicas = client.device_count();
-    let sampler = Sampler::new(&client, model.config.clone(), &model.weights, &model.origin, dtype, replicas)?;
-    let codec = VqganCodec::new(&client, vqgan_config, &vqgan_weights, &vqgan_origin, 1, replicas)?;
-    let t2i = TextToImage::new(sampler, text, codec)?;
+    let t2i = open_text_to_image(&model, &args.model, &args.vqgan, args.tokenizer.as_deref(), &args.dtype, &args.device)?;
+    let replicas = t2i.sampler.replicas();
     tracing::info!("generating {} image(s) for {} prompt(s) with {} on {replicas} device(s)", args.n * prompts.len(), prompts.len(), model.origin);
 
     let total = (prompts.len() * args.n) as u64 * model.config.image_length as u64;
