@@ -47,20 +47,27 @@ const MAX_TEMPERATURE: f64 = 100.0;
 
 /// Parses and checks a body; `image_vocab` bounds top-k.
 pub fn parse(body: &[u8], options: &ServeOptions, image_vocab: i64) -> Result<JobSpec, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let request: GenerateRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        if e.is_syntax() && e.column() > 1 && e.to_string().starts_with("trailing characters") {
+            ApiError::bad_request(format!("the body has data after the JSON object: {e}"))
+        } else {
+            ApiError::bad_request(format!("the body is not valid JSON: {e}"))
+        }
+    })?;
+    // Structs would also accept an array of their fields in order; only an object is the protocol.
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object like {\"prompt\": \"...\"}".into()));
+    }
+    let request: GenerateRequest = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request(format!("the body is not valid JSON: {inner}"))
-        } else if path == "." {
+        if path == "." {
             // Errors about the object itself: a missing or unknown field (serde names it).
             ApiError::bad_request(format!("{inner}"))
         } else {
             ApiError::bad_request(format!("field '{path}': {inner}"))
         }
     })?;
-    de.end().map_err(|e| ApiError::bad_request(format!("the body has data after the JSON object: {e}")))?;
     check(request, options, image_vocab)
 }
 

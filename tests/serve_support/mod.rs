@@ -123,6 +123,11 @@ impl Gate {
         s.reports.clone()
     }
 
+    /// Chunks arrived so far.
+    pub fn arrived(&self) -> u64 {
+        self.state.lock().unwrap().arrivals
+    }
+
     pub fn allow(&self, chunks: u64) {
         self.state.lock().unwrap().permits += chunks;
         self.changed.notify_all();
