@@ -162,7 +162,7 @@ fn the_page_generates_in_headless_chromium_with_progress_previews_and_a_grid() {
     let attached = browser.call("Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true}));
     browser.session = Some(attached["sessionId"].as_str().unwrap().to_string());
     browser.call("Runtime.enable", json!({}));
-    browser.wait_for("document.readyState === 'complete' && document.getElementById('model').textContent === 'random tiny DalleBart'");
+    browser.wait_for("location.href.startsWith('http') && document.readyState === 'complete' && (document.getElementById('model') || {}).textContent === 'random tiny DalleBart'");
     assert_eq!(browser.eval("document.getElementById('n').value"), json!("4"), "the page reads the server's default number of images");
 
     browser.eval("document.getElementById('prompt').value = 'a red circle at the top'; document.getElementById('seed').value = '11'; document.getElementById('go').click(); true");
