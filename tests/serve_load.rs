@@ -29,7 +29,8 @@ struct Outcome {
 #[ignore = "load test: run with --ignored"]
 fn two_hundred_requests_from_twenty_clients() {
     let dir = temp_dir("load");
-    let options = dalle_xla::serve::ServeOptions { queue_capacity: 16, warm_up: true, ..test_options() };
+    // The queue holds more than the clients can have waiting, so none should be refused.
+    let options = dalle_xla::serve::ServeOptions { queue_capacity: 32, warm_up: true, ..test_options() };
     let server = TestServer::start(tiny_text_to_image(&dir), options);
     // Compiles the sampler for the shapes the load uses before timing.
     assert_eq!(server.post("/generate", &json!({"prompt": "warm", "n": IMAGES_PER_REQUEST}).to_string()).status, 200);
@@ -97,7 +98,7 @@ fn two_hundred_requests_from_twenty_clients() {
         first as f64 / 1024.0,
         last as f64 / 1024.0
     );
-    assert!(ok.len() >= REQUESTS / 2, "most requests are served");
+    assert_eq!(refused, 0, "with room in the queue for every client, none is refused");
     // Stable: no growth beyond allocator noise once warm.
     assert!(last <= first + 64 * 1024, "VmRSS grew from {first} KiB to {last} KiB");
     let _ = std::fs::remove_dir_all(&dir);

@@ -58,14 +58,25 @@ pub fn run(t2i: TextToImage, queue: Arc<Queue>, metrics: Arc<Metrics>, options: 
     }
 }
 
-/// Compiles the sampler for the default request so the first client does not wait for it.
+/// Compiles the sampler programs of a lone default request and of a full
+/// batch, so the first clients do not wait for them: each call runs the
+/// encoder and one position, then stops.
 fn warm_up(t2i: &TextToImage, options: &ServeOptions) {
     let t = Instant::now();
-    let run = RunOptions { rows_per_device: options.rows_per_device, chunk: options.preview_every, partial_tokens: false };
-    match t2i.generate(&["warm up".to_string()], options.default_images, 0, 0, &SamplingSettings::default(), &run, |_| Flow::Continue) {
-        Ok(_) => tracing::info!("sampler compiled and warm ({:.1} s)", t.elapsed().as_secs_f64()),
-        Err(e) => tracing::warn!("warming up the sampler failed: {e}"),
+    let run = RunOptions { rows_per_device: options.rows_per_device, chunk: 1, partial_tokens: false };
+    let encoded = t2i.encode_prompt("warm up").and_then(|(text, _)| Ok((text, t2i.text.encode("")?)));
+    let (text, uncond) = match encoded {
+        Ok(e) => e,
+        Err(e) => return tracing::warn!("warming up the sampler failed: {e}"),
+    };
+    for n in [options.default_images, options.batch_images] {
+        let request = Request { text: text.clone(), n, key_index: 0 };
+        match t2i.sampler.generate(&[request], &uncond, 0, &SamplingSettings::default(), &run, |_| Flow::Cancel) {
+            Ok(_) | Err(Error::Cancelled) => {}
+            Err(e) => return tracing::warn!("warming up the sampler failed: {e}"),
+        }
     }
+    tracing::info!("sampler compiled and warm ({:.1} s)", t.elapsed().as_secs_f64());
 }
 
 fn base64_png(image: &image::RgbImage) -> crate::error::Result<String> {
