@@ -241,3 +241,37 @@ fn concurrent_requests_are_batched_the_queue_is_bounded_and_disconnects_cancel()
     assert_eq!(m["sampler_calls_cancelled"], 1, "the shared call went on for the client still there");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Scores an image by its mean brightness: a stand-in for CLIP that makes the order checkable.
+struct Brightness;
+
+impl dalle_xla::generate::ImageScorer for Brightness {
+    fn score(&self, _prompt: &str, images: &[image::RgbImage]) -> dalle_xla::Result<Vec<f32>> {
+        Ok(images.iter().map(|i| i.as_raw().iter().map(|&v| v as f32).sum::<f32>() / i.as_raw().len() as f32).collect())
+    }
+}
+
+#[test]
+fn with_a_scorer_the_images_come_best_first_with_their_scores() {
+    let dir = temp_dir("scored");
+    let server = TestServer::start_scored(tiny_text_to_image(&dir), Some(Box::new(Brightness)), test_options());
+    assert_eq!(server.get("/health").json()["clip"], true);
+    let body = json!({"prompt": "a red circle", "n": 6, "seed": 3}).to_string();
+    let ranked = server.post("/generate", &body).json();
+    let scores: Vec<f32> = serde_json::from_value(ranked["scores"].clone()).unwrap();
+    let candidates: Vec<usize> = serde_json::from_value(ranked["candidates"].clone()).unwrap();
+    assert_eq!(scores.len(), 6);
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+    let mut sorted = candidates.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..6).collect::<Vec<_>>(), "a permutation of the candidates: {candidates:?}");
+    // Each score is the brightness of the image shown beside it.
+    use base64::Engine as _;
+    for (img, score) in images(&ranked).iter().zip(&scores) {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(img).unwrap();
+        let rgb = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        let brightness = rgb.as_raw().iter().map(|&v| v as f32).sum::<f32>() / rgb.as_raw().len() as f32;
+        assert!((brightness - score).abs() < 1e-3, "{brightness} vs {score}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,22 +4,22 @@ use super::common::DeviceArgs;
 use super::training::progress_bar;
 use anyhow::Context;
 use clap::Args;
-use dalle_xla::data::TextEncoder;
 use dalle_xla::generate::output::{grid, grid_file, image_file, OutputDir, RESULTS_FILE};
-use dalle_xla::generate::{load_dallebart, Flow, LoadedDalleBart, RunOptions, Sampler, SamplingSettings, TextToImage};
+use dalle_xla::generate::{load_dallebart, rerank, Flow, RunOptions, Sampler, SamplingSettings, TextToImage};
+use dalle_xla::models::clip::{Scorer, ScorerOptions};
 use dalle_xla::models::vqgan::{open_vqgan, VqganCodec};
 use dalle_xla::DType;
 use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// The DalleBart: a training run directory or URL (its newest committed checkpoint).
+    /// The DalleBart: a training run directory or URL (its newest committed checkpoint), or a model directory (dalle convert output or a released flax one).
     #[arg(long)]
     pub model: String,
     /// Use the checkpoint of this step instead of the newest.
     #[arg(long)]
     pub step: Option<u64>,
-    /// The VQGAN: a weights file, or a run directory / URL.
+    /// The VQGAN: a model directory (converted or released flax), a weights file, or a run directory / URL.
     #[arg(long)]
     pub vqgan: String,
     /// A prompt (repeatable).
@@ -28,7 +28,7 @@ pub struct GenerateArgs {
     /// A text file with one prompt per line (blank lines are skipped).
     #[arg(long)]
     pub prompts_file: Option<PathBuf>,
-    /// Images per prompt.
+    /// Images per prompt (with --clip, the default of --candidates).
     #[arg(long, default_value_t = 9)]
     pub n: usize,
     /// Output directory: one PNG per image, a grid per prompt, results.jsonl.
@@ -63,6 +63,16 @@ pub struct GenerateArgs {
     /// Images per device per sampler call.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Rerank with this CLIP checkpoint directory (transformers layout): generate
+    /// `--candidates` images per prompt, keep the `--keep` best by CLIP score.
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
+    /// Candidates generated per prompt when reranking (default: --n).
+    #[arg(long, requires = "clip")]
+    pub candidates: Option<usize>,
+    /// Images kept per prompt when reranking, best first (default: all candidates, reordered).
+    #[arg(long, requires = "clip")]
+    pub keep: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -91,33 +101,20 @@ pub fn parse_dtype(name: &str) -> anyhow::Result<DType> {
     }
 }
 
-/// The sampler, caption encoder and VQGAN of a loaded model, on the devices of `device`.
-/// `model_arg` and `vqgan` are the command line's values, named in messages.
-pub fn open_text_to_image(
-    model: &LoadedDalleBart,
-    model_arg: &str,
-    vqgan: &str,
-    tokenizer: Option<&str>,
-    dtype: &str,
-    device: &DeviceArgs,
-) -> anyhow::Result<TextToImage> {
-    let dtype = parse_dtype(dtype)?;
-    let tokenizer = tokenizer.map(String::from).or(model.tokenizer.clone()).ok_or_else(|| {
-        anyhow::anyhow!("--model {model_arg} was trained on synthetic data, which has no caption tokenizer; pass --tokenizer tokenizer.json")
-    })?;
-    let text = TextEncoder::load(&tokenizer, model.config.max_text_length as usize).with_context(|| format!("loading the tokenizer {tokenizer}"))?;
-    let client = device.client()?;
-    let (vqgan_config, vqgan_weights, vqgan_origin) = open_vqgan(vqgan).with_context(|| format!("loading --vqgan {vqgan}"))?;
-    let replicas = client.device_count();
-    let sampler = Sampler::new(&client, model.config.clone(), &model.weights, &model.origin, dtype, replicas)?;
-    let codec = VqganCodec::new(&client, vqgan_config, &vqgan_weights, &vqgan_origin, 1, replicas)?;
-    Ok(TextToImage::new(sampler, text, codec)?)
-}
-
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let prompts = read_prompts(&args)?;
     if args.n == 0 {
         anyhow::bail!("--n must be at least 1");
+    }
+    // Without --clip every generated image is written; with it, `candidates`
+    // are generated and the `keep` best written, best first.
+    let candidates = args.candidates.unwrap_or(args.n);
+    let keep = if args.clip.is_some() { args.keep.unwrap_or(candidates) } else { args.n };
+    if candidates == 0 || keep == 0 {
+        anyhow::bail!("--candidates and --keep must be at least 1");
+    }
+    if keep > candidates {
+        anyhow::bail!("--keep {keep} is more than the {candidates} candidates generated per prompt (--candidates)");
     }
     let settings = SamplingSettings {
         sample: !args.greedy,
@@ -126,30 +123,63 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         top_p: args.top_p,
         condition_scale: args.condition_scale,
     };
-    parse_dtype(&args.dtype)?;
+    let dtype = parse_dtype(&args.dtype)?;
     let model = load_dallebart(&args.model, args.step)?;
     settings.validate(model.config.image_vocab_size)?;
+    let text = model.text_encoder(args.tokenizer.as_deref())?;
+
     let mut names = vec![RESULTS_FILE.to_string()];
     for p in 0..prompts.len() {
         names.push(grid_file(p));
-        names.extend((0..args.n).map(|c| image_file(p, c)));
+        names.extend((0..keep).map(|c| image_file(p, c)));
     }
     let out = OutputDir::prepare(&args.out, &names, args.overwrite)?;
 
-    let t2i = open_text_to_image(&model, &args.model, &args.vqgan, args.tokenizer.as_deref(), &args.dtype, &args.device)?;
-    let replicas = t2i.sampler.replicas();
-    tracing::info!("generating {} image(s) for {} prompt(s) with {} on {replicas} device(s)", args.n * prompts.len(), prompts.len(), model.origin);
+    let client = args.device.client()?;
+    let (vqgan_config, vqgan_weights, vqgan_origin) = open_vqgan(&args.vqgan).with_context(|| format!("loading --vqgan {}", args.vqgan))?;
+    let replicas = client.device_count();
+    let sampler = Sampler::new(&client, model.config.clone(), &model.weights, &model.origin, dtype, replicas)?;
+    let codec = VqganCodec::new(&client, vqgan_config, &vqgan_weights, &vqgan_origin, 1, replicas)?;
+    let t2i = TextToImage::new(sampler, text, codec)?;
+    let scorer = match &args.clip {
+        Some(dir) => Some(
+            Scorer::load(dir, &client, &ScorerOptions { images_per_device: args.batch, ..Default::default() })
+                .with_context(|| format!("loading the CLIP checkpoint --clip {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    tracing::info!("generating {} image(s) for {} prompt(s) with {} on {replicas} device(s)", candidates * prompts.len(), prompts.len(), model.origin);
 
-    let total = (prompts.len() * args.n) as u64 * model.config.image_length as u64;
+    let total = (prompts.len() * candidates) as u64 * model.config.image_length as u64;
     let bar = progress_bar(total, 0);
     bar.set_message("image tokens");
     // Report progress every 32 positions (a sixteenth of a 16x16 grid) without slowing small models down.
     let run_options = RunOptions { rows_per_device: args.batch, chunk: 32, partial_tokens: false };
-    let (results, timing) = t2i.generate(&prompts, args.n, args.seed, 0, &settings, &run_options, |p| {
+    let (results, timing) = t2i.generate(&prompts, candidates, args.seed, 0, &settings, &run_options, |p| {
         bar.set_position(p.tokens_done);
         Flow::Continue
     })?;
     bar.finish_and_clear();
+
+    // With --clip: each prompt's candidates scored on device, the best `keep` kept in score order.
+    let mut ranking = Vec::with_capacity(results.len());
+    let mut kept_results = Vec::with_capacity(results.len());
+    let rerank_started = std::time::Instant::now();
+    for r in results {
+        match &scorer {
+            Some(s) => {
+                let ranked = rerank(r, s, keep)?;
+                ranking.push(Some((ranked.scores, ranked.candidate_index, ranked.candidate_scores)));
+                kept_results.push(ranked.images);
+            }
+            None => {
+                ranking.push(None);
+                kept_results.push(r);
+            }
+        }
+    }
+    let rerank_secs = rerank_started.elapsed().as_secs_f64();
+    let results = kept_results;
 
     let mut lines = String::new();
     for (p, r) in results.iter().enumerate() {
@@ -171,11 +201,20 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             "caption_tokens_cut": r.tokens_cut,
             "timing": timing,
         });
+        let mut line = line;
+        if let (Some(dir), Some((scores, index, all))) = (&args.clip, &ranking[p]) {
+            line["clip"] = dir.display().to_string().into();
+            line["candidates"] = candidates.into();
+            line["scores"] = serde_json::json!(scores);
+            line["candidate_index"] = serde_json::json!(index);
+            line["candidate_scores"] = serde_json::json!(all);
+            line["rerank_secs"] = rerank_secs.into();
+        }
         lines.push_str(&line.to_string());
         lines.push('\n');
     }
     out.write(RESULTS_FILE, lines.as_bytes())?;
-    let images = prompts.len() * args.n;
+    let images = prompts.len() * keep;
     println!(
         "wrote {images} image(s) and {} grid(s) to {} (sampling {:.2} s, {:.0} tokens/s; compile {:.2} s; decode {:.2} s)",
         prompts.len(),

@@ -1,12 +1,15 @@
 //! `dalle serve`: the demo page and HTTP API over a loaded model.
 
 use super::common::DeviceArgs;
-use super::generate::open_text_to_image;
+use super::generate::parse_dtype;
 use anyhow::Context;
 use clap::Args;
-use dalle_xla::generate::load_dallebart;
+use dalle_xla::generate::{load_dallebart, ImageScorer, Sampler, TextToImage};
+use dalle_xla::models::clip::{Scorer, ScorerOptions};
+use dalle_xla::models::vqgan::{open_vqgan, VqganCodec};
 use dalle_xla::serve::{ServeOptions, Server};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -19,9 +22,9 @@ pub struct ServeArgs {
     /// The VQGAN: a weights file, or a run directory / URL.
     #[arg(long)]
     pub vqgan: String,
-    /// A CLIP model to order the images by score (not available in this build).
+    /// A CLIP model directory: each request's images are scored and ordered best first.
     #[arg(long)]
-    pub clip: Option<String>,
+    pub clip: Option<PathBuf>,
     /// The caption tokenizer (tokenizer.json); default: the one the model was trained with.
     #[arg(long)]
     pub tokenizer: Option<String>,
@@ -58,9 +61,6 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = args.addr.parse().with_context(|| format!("--addr '{}' is not an address like 127.0.0.1:8000", args.addr))?;
-    if let Some(clip) = &args.clip {
-        anyhow::bail!("--clip {clip}: CLIP reranking is not available in this build; leave --clip out (images come in generation order)");
-    }
     let options = ServeOptions {
         queue_capacity: args.queue,
         default_images: args.default_images,
@@ -76,9 +76,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Bind before loading the models, so a taken port fails at once.
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding --addr {addr}"))?;
     listener.set_nonblocking(true).context("making the listener non-blocking")?;
+    let dtype = parse_dtype(&args.dtype)?;
     let model = load_dallebart(&args.model, args.step)?;
-    let t2i = open_text_to_image(&model, &args.model, &args.vqgan, args.tokenizer.as_deref(), &args.dtype, &args.device)?;
-    let server = Server::start(t2i, options, model.origin.clone())?;
+    let text = model.text_encoder(args.tokenizer.as_deref())?;
+    let client = args.device.client()?;
+    let (vqgan_config, vqgan_weights, vqgan_origin) = open_vqgan(&args.vqgan).with_context(|| format!("loading --vqgan {}", args.vqgan))?;
+    let replicas = client.device_count();
+    let sampler = Sampler::new(&client, model.config.clone(), &model.weights, &model.origin, dtype, replicas)?;
+    let codec = VqganCodec::new(&client, vqgan_config, &vqgan_weights, &vqgan_origin, 1, replicas)?;
+    let t2i = TextToImage::new(sampler, text, codec)?;
+    let scorer: Option<Box<dyn ImageScorer + Send>> = match &args.clip {
+        Some(dir) => Some(Box::new(
+            Scorer::load(dir, &client, &ScorerOptions { images_per_device: args.batch, ..Default::default() })
+                .with_context(|| format!("loading the CLIP checkpoint --clip {}", dir.display()))?,
+        )),
+        None => None,
+    };
+    let server = Server::start(t2i, scorer, options, model.origin.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener).context("registering the listener")?;

@@ -30,6 +30,8 @@ pub struct AppState {
     pub image_length: usize,
     pub devices: usize,
     pub model: String,
+    /// Images are ordered by CLIP score.
+    pub clip: bool,
     pub started: Instant,
     pub next_id: AtomicU64,
 }
@@ -60,7 +62,7 @@ async fn health(State(app): State<Arc<AppState>>) -> Json<serde_json::Value> {
         "status": "ok",
         "model": app.model,
         "devices": app.devices,
-        "clip": false,
+        "clip": app.clip,
         "image_tokens": app.image_length,
         "default_images": app.options.default_images,
         "max_images": app.options.max_images,

@@ -5,7 +5,7 @@ use super::queue::Queue;
 use super::routes::{router, AppState};
 use super::ServeOptions;
 use crate::error::{Error, Result};
-use crate::generate::TextToImage;
+use crate::generate::{ImageScorer, TextToImage};
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -20,8 +20,9 @@ pub struct Server {
 
 impl Server {
     /// Moves the models to the worker thread (which warms the sampler up
-    /// when asked) and prepares the routes. `model` names the model in `/health`.
-    pub fn start(t2i: TextToImage, options: ServeOptions, model: String) -> Result<Server> {
+    /// when asked) and prepares the routes. With a `scorer` (CLIP) each
+    /// request's images are ordered by score. `model` names the model in `/health`.
+    pub fn start(t2i: TextToImage, scorer: Option<Box<dyn ImageScorer + Send>>, options: ServeOptions, model: String) -> Result<Server> {
         options.validate()?;
         let c = t2i.sampler.config();
         let state = Arc::new(AppState {
@@ -31,6 +32,7 @@ impl Server {
             image_length: c.image_length as usize,
             devices: t2i.sampler.replicas(),
             model,
+            clip: scorer.is_some(),
             started: Instant::now(),
             next_id: AtomicU64::new(1),
             options: options.clone(),
@@ -38,7 +40,7 @@ impl Server {
         let (queue, metrics) = (state.queue.clone(), state.metrics.clone());
         let worker = std::thread::Builder::new()
             .name("dalle-serve-model".into())
-            .spawn(move || super::worker::run(t2i, queue, metrics, options))
+            .spawn(move || super::worker::run(t2i, scorer, queue, metrics, options))
             .map_err(|e| Error::io("starting the model worker thread", e))?;
         Ok(Server { state, worker: Some(worker) })
     }

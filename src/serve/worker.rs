@@ -10,7 +10,7 @@ use super::response::{GenerateResponse, Timings};
 use super::ServeOptions;
 use crate::error::Error;
 use crate::generate::output::png_bytes;
-use crate::generate::{Flow, Progress, Request, RunOptions, SamplingSettings, TextToImage};
+use crate::generate::{Flow, ImageScorer, Progress, Request, RunOptions, SamplingSettings, TextToImage};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use std::sync::atomic::Ordering;
@@ -31,7 +31,9 @@ pub struct ChunkReport {
 /// check (for monitoring; tests use it to hold the worker at a known point).
 pub type ChunkObserver = Arc<dyn Fn(&ChunkReport) + Send + Sync>;
 
-pub fn run(t2i: TextToImage, queue: Arc<Queue>, metrics: Arc<Metrics>, options: ServeOptions) {
+pub type Scorer = Option<Box<dyn ImageScorer + Send>>;
+
+pub fn run(t2i: TextToImage, scorer: Scorer, queue: Arc<Queue>, metrics: Arc<Metrics>, options: ServeOptions) {
     if options.warm_up {
         warm_up(&t2i, &options);
     }
@@ -44,7 +46,7 @@ pub fn run(t2i: TextToImage, queue: Arc<Queue>, metrics: Arc<Metrics>, options: 
         }
         metrics.running.store(taken.batch.len() as u64, Ordering::Relaxed);
         // A panic in one batch must not leave later clients waiting forever.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve_batch(&t2i, &taken.batch, &metrics, &options)));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve_batch(&t2i, scorer.as_deref(), &taken.batch, &metrics, &options)));
         if outcome.is_err() {
             tracing::error!("the model worker panicked while serving {} request(s); they are answered 500", taken.batch.len());
             for job in &taken.batch {
@@ -88,7 +90,7 @@ fn fail(job: &Job, metrics: &Metrics, status: StatusCode, message: String) {
     job.status.send_replace(Status::Failed(ApiError::new(status, message)));
 }
 
-fn serve_batch(t2i: &TextToImage, jobs: &[Arc<Job>], metrics: &Metrics, options: &ServeOptions) {
+fn serve_batch(t2i: &TextToImage, scorer: Option<&(dyn ImageScorer + Send)>, jobs: &[Arc<Job>], metrics: &Metrics, options: &ServeOptions) {
     let started = Instant::now();
     let mut live: Vec<&Arc<Job>> = Vec::with_capacity(jobs.len());
     let mut requests = Vec::with_capacity(jobs.len());
@@ -184,20 +186,24 @@ fn serve_batch(t2i: &TextToImage, jobs: &[Arc<Job>], metrics: &Metrics, options:
             continue;
         }
         let t = Instant::now();
-        let encoded = t2i.decode(tokens).and_then(|images| images.iter().map(base64_png).collect::<crate::error::Result<Vec<_>>>());
-        let images = match encoded {
+        let ranked = t2i.decode(tokens).and_then(|images| rank(scorer, &job.spec.prompt, images));
+        let encoded = ranked.and_then(|(images, order, scores)| {
+            let pngs = images.iter().map(base64_png).collect::<crate::error::Result<Vec<_>>>()?;
+            Ok((pngs, order, scores))
+        });
+        let (images, candidates, scores) = match encoded {
             Ok(i) => i,
             Err(e) => {
-                fail(job, metrics, StatusCode::INTERNAL_SERVER_ERROR, format!("decoding the images failed: {e}"));
+                fail(job, metrics, StatusCode::INTERNAL_SERVER_ERROR, format!("decoding or scoring the images failed: {e}"));
                 continue;
             }
         };
         let n = images.len();
         let response = GenerateResponse {
             images,
-            scores: None,
+            scores,
             seed: job.spec.seed,
-            candidates: (0..n).collect(),
+            candidates,
             prompt: job.spec.prompt.clone(),
             prompt_tokens_cut: cut,
             settings: settings.clone(),
@@ -214,6 +220,26 @@ fn serve_batch(t2i: &TextToImage, jobs: &[Arc<Job>], metrics: &Metrics, options:
         metrics.completed(job.enqueued.elapsed(), n);
         job.status.send_replace(Status::Done(Arc::new(response)));
     }
+}
+
+/// The images best first by `scorer`'s score, their candidate indices and
+/// scores; without a scorer, generation order and no scores.
+type Ranked = (Vec<image::RgbImage>, Vec<usize>, Option<Vec<f32>>);
+
+fn rank(scorer: Option<&(dyn ImageScorer + Send)>, prompt: &str, images: Vec<image::RgbImage>) -> crate::error::Result<Ranked> {
+    let Some(scorer) = scorer else {
+        let order = (0..images.len()).collect();
+        return Ok((images, order, None));
+    };
+    let scores = scorer.score(prompt, &images)?;
+    if scores.len() != images.len() || scores.iter().any(|s| !s.is_finite()) {
+        return Err(Error::Invalid(format!("the scorer returned {} scores for {} images: {scores:?}", scores.len(), images.len())));
+    }
+    let mut order: Vec<usize> = (0..images.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let ranked = order.iter().map(|&i| images[i].clone()).collect();
+    let ranked_scores = order.iter().map(|&i| scores[i]).collect();
+    Ok((ranked, order, Some(ranked_scores)))
 }
 
 /// The partial images of `rows` that are in the current batch, as base64 PNGs.

@@ -9,7 +9,7 @@
 mod common;
 
 use dalle_xla::data::{train_tokenizer, TextEncoder};
-use dalle_xla::generate::{Sampler, TextToImage};
+use dalle_xla::generate::{ImageScorer, Sampler, TextToImage};
 use dalle_xla::graph::Graph;
 use dalle_xla::models::dallebart::{parameter_specs, DalleBartConfig};
 use dalle_xla::models::vqgan::{Vqgan, VqganCodec, VqganConfig};
@@ -152,7 +152,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(t2i: TextToImage, options: ServeOptions) -> TestServer {
-        let server = Server::start(t2i, options, "random tiny DalleBart".into()).unwrap();
+        Self::start_scored(t2i, None, options)
+    }
+
+    pub fn start_scored(t2i: TextToImage, scorer: Option<Box<dyn ImageScorer + Send>>, options: ServeOptions) -> TestServer {
+        let server = Server::start(t2i, scorer, options, "random tiny DalleBart".into()).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
