@@ -19,6 +19,7 @@ pub mod optim;
 pub mod pjrt;
 pub mod plot;
 pub mod runtime;
+pub mod serve;
 pub mod storage;
 pub mod sweep;
 pub mod train;

@@ -8,6 +8,7 @@ mod data;
 mod demo;
 mod generate;
 mod info;
+mod serve;
 mod sweep;
 mod tokenizer;
 mod train;
@@ -41,6 +42,8 @@ pub enum Command {
     Decode(vqgan::DecodeArgs),
     /// Generate images from prompts with a trained DalleBart and VQGAN.
     Generate(generate::GenerateArgs),
+    /// Serve a demo page and an HTTP API (dalle-mini's POST /generate) for a trained model.
+    Serve(serve::ServeArgs),
     /// Dataset tools: generate and check the shapes dataset, inspect parquet/JSONL files.
     Data(data::DataArgs),
     /// Train a BART-style byte-level BPE tokenizer (tokenizer.json) on captions.
@@ -86,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Encode(a) => vqgan::encode(a),
         Command::Decode(a) => vqgan::decode(a),
         Command::Generate(a) => generate::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Data(a) => data::run(a),
         Command::Tokenizer(a) => tokenizer::run(a),
         Command::Convert(a) => convert::convert(a),
