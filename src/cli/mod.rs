@@ -5,6 +5,7 @@ pub mod common;
 mod data;
 mod demo;
 mod info;
+mod pipeline;
 mod sweep;
 mod tokenizer;
 mod train;
@@ -36,6 +37,8 @@ pub enum Command {
     Encode(vqgan::EncodeArgs),
     /// Decode VQGAN token sequences into PNG files.
     Decode(vqgan::DecodeArgs),
+    /// Run the whole text-to-image recipe on the shapes world and write a judged report (resumable).
+    Pipeline(pipeline::PipelineArgs),
     /// Dataset tools: generate and check the shapes dataset, inspect parquet/JSONL files.
     Data(data::DataArgs),
     /// Train a BART-style byte-level BPE tokenizer (tokenizer.json) on captions.
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::TrainVqgan(a) => vqgan::train(a),
         Command::Encode(a) => vqgan::encode(a),
         Command::Decode(a) => vqgan::decode(a),
+        Command::Pipeline(a) => pipeline::run(a),
         Command::Data(a) => data::run(a),
         Command::Tokenizer(a) => tokenizer::run(a),
     }
