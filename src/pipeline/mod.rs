@@ -13,7 +13,7 @@ mod stage;
 mod stages;
 
 pub use config::{paths, GenerateConfig, PipelineConfig, ReportConfig, ShapesConfig, TokenizerConfig};
-pub use run::{write_atomically, PipelineRun, StageRecord};
+pub use run::{process_cpu_secs, write_atomically, PipelineRun, StageRecord};
 pub use stage::Stage;
 pub use stages::{AttributeScores, Judgement, RowScores, JUDGE_FILE};
 
@@ -53,11 +53,13 @@ impl Pipeline<'_> {
             }
             tracing::info!("stage {stage} started: {}", stage.title());
             let started = Instant::now();
+            let cpu_start = process_cpu_secs();
             match run_stage(stage, &cx).map_err(|e| crate::error::Error::Invalid(format!("stage {stage}: {e}")))? {
                 StageEnd::Completed(summary) => {
                     let wall_secs = started.elapsed().as_secs_f64();
-                    self.run.mark_done(&StageRecord { stage: stage.name().to_string(), wall_secs, summary })?;
-                    tracing::info!("stage {stage} complete in {wall_secs:.1} s");
+                    let cpu_secs = process_cpu_secs().zip(cpu_start).map(|(end, start)| end - start);
+                    self.run.mark_done(&StageRecord { stage: stage.name().to_string(), wall_secs, cpu_secs, summary })?;
+                    tracing::info!("stage {stage} complete in {wall_secs:.1} s (CPU {:.1} s)", cpu_secs.unwrap_or(f64::NAN));
                 }
                 StageEnd::Stopped(reason) => return Ok(PipelineOutcome::Stopped { stage, reason }),
             }

@@ -16,6 +16,11 @@ pub struct StageRecord {
     /// Wall time of the session that completed the stage (a stage resumed
     /// after an interruption counts from its last start).
     pub wall_secs: f64,
+    /// CPU time the process spent in that session, over all its threads
+    /// (where the platform reports it): unlike wall time it does not grow
+    /// when other programs share the machine.
+    #[serde(default)]
+    pub cpu_secs: Option<f64>,
     /// Figures the stage measured (for the report).
     #[serde(default)]
     pub summary: serde_json::Value,
@@ -146,4 +151,16 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming {} to {}", tmp.display(), path.display()), e))
+}
+
+/// CPU seconds (user + system) this process has used so far, from
+/// `/proc/self/stat`; `None` where that file does not exist.
+pub fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')';
+    // Linux counts them in USER_HZ, 100 per second on every architecture it exports.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }

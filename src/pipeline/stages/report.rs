@@ -113,17 +113,19 @@ fn markdown(cx: &Context, rows: &[RowScores], stages: &[StageRecord], curves: &[
             md.push_str(&format!("![{stage} loss]({file})\n"));
         }
     }
-    md.push_str("\n## Stages\n\n| stage | wall time | figures |\n| --- | ---: | --- |\n");
-    let mut total = 0.0;
+    md.push_str("\n## Stages\n\nWall time and the process's CPU time (all threads) of the session that completed each stage; on a machine of its own with C cores, wall time is at least CPU time / C.\n\n| stage | wall time | CPU time | figures |\n| --- | ---: | ---: | --- |\n");
+    let (mut total, mut total_cpu) = (0.0, 0.0);
     for s in stages {
         total += s.wall_secs;
+        total_cpu += s.cpu_secs.unwrap_or(0.0);
         let figures = match &s.summary {
             serde_json::Value::Object(map) => map.iter().map(|(k, v)| format!("{k}: {}", figure(v))).collect::<Vec<_>>().join(", "),
             _ => String::new(),
         };
-        md.push_str(&format!("| {} | {:.0} s | {figures} |\n", s.stage, s.wall_secs));
+        let cpu = s.cpu_secs.map_or("-".to_string(), |c| format!("{c:.0} s"));
+        md.push_str(&format!("| {} | {:.0} s | {cpu} | {figures} |\n", s.stage, s.wall_secs));
     }
-    md.push_str(&format!("| total | {total:.0} s | |\n"));
+    md.push_str(&format!("| total | {total:.0} s | {total_cpu:.0} s | |\n"));
     md
 }
 
