@@ -20,6 +20,9 @@ pub enum Error {
     Checkpoint(#[from] CheckpointError),
     #[error("{0}")]
     Invalid(String),
+    /// A long operation stopped because its caller asked it to (a stop signal, a client gone).
+    #[error("cancelled")]
+    Cancelled,
     // The cause is part of the message and deliberately not a `#[source]`, so
     // error chains (`{:#}`) do not print it twice.
     #[error("{context}: {cause}")]

@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod dtype;
+pub mod generate;
 pub mod error;
 pub mod graph;
 pub mod models;

@@ -100,7 +100,7 @@ fn report_without_times(run: &Path) -> serde_json::Value {
     report
 }
 
-const STAGES: [&str; 6] = ["shapes", "vqgan", "encode", "dallebart", "judge", "report"];
+const STAGES: [&str; 7] = ["shapes", "vqgan", "encode", "dallebart", "generate", "judge", "report"];
 
 #[test]
 fn pipeline_completes_and_a_run_killed_in_every_stage_ends_with_the_same_report() {
@@ -111,7 +111,7 @@ fn pipeline_completes_and_a_run_killed_in_every_stage_ends_with_the_same_report(
     }
     let report = report_without_times(&reference);
     let rows = report["rows"].as_array().expect("rows");
-    for row in ["real", "vqgan", "shuffled"] {
+    for row in ["real", "vqgan", "generated", "shuffled"] {
         for split in ["heldout", "train"] {
             let found = rows.iter().find(|r| r["row"] == row && r["split"] == split);
             let found = found.unwrap_or_else(|| panic!("report.json has no {row}/{split} row: {report:#}"));

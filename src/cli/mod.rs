@@ -4,6 +4,7 @@
 pub mod common;
 mod data;
 mod demo;
+mod generate;
 mod info;
 mod pipeline;
 mod sweep;
@@ -37,6 +38,8 @@ pub enum Command {
     Encode(vqgan::EncodeArgs),
     /// Decode VQGAN token sequences into PNG files.
     Decode(vqgan::DecodeArgs),
+    /// Generate images from prompts with a trained DalleBart and VQGAN.
+    Generate(generate::GenerateArgs),
     /// Run the whole text-to-image recipe on the shapes world and write a judged report (resumable).
     Pipeline(pipeline::PipelineArgs),
     /// Dataset tools: generate and check the shapes dataset, inspect parquet/JSONL files.
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::TrainVqgan(a) => vqgan::train(a),
         Command::Encode(a) => vqgan::encode(a),
         Command::Decode(a) => vqgan::decode(a),
+        Command::Generate(a) => generate::run(a),
         Command::Pipeline(a) => pipeline::run(a),
         Command::Data(a) => data::run(a),
         Command::Tokenizer(a) => tokenizer::run(a),

@@ -79,11 +79,22 @@ impl TextEncoder {
 
     /// Encodes a caption that is already normalised.
     pub fn encode_normalized(&self, text: &str) -> Result<EncodedText> {
+        Ok(self.encode_normalized_counting(text)?.0)
+    }
+
+    /// Normalises and encodes one caption; also returns how many of its
+    /// tokens did not fit in `max_length` and were cut.
+    pub fn encode_counting_cut(&self, caption: &str) -> Result<(EncodedText, usize)> {
+        self.encode_normalized_counting(&normalize_caption(caption))
+    }
+
+    fn encode_normalized_counting(&self, text: &str) -> Result<(EncodedText, usize)> {
         let encoding = self
             .tokenizer
             .encode(text, false)
             .map_err(|e| Error::Invalid(format!("cannot tokenise caption '{text}': {e}")))?;
         let body = self.max_length - 2;
+        let cut = encoding.get_ids().len().saturating_sub(body);
         let mut input_ids = Vec::with_capacity(self.max_length);
         input_ids.push(self.bos);
         for &id in encoding.get_ids().iter().take(body) {
@@ -94,7 +105,7 @@ impl TextEncoder {
         input_ids.resize(self.max_length, self.pad);
         let mut attention_mask = vec![1; used];
         attention_mask.resize(self.max_length, 0);
-        Ok(EncodedText { input_ids, attention_mask })
+        Ok((EncodedText { input_ids, attention_mask }, cut))
     }
 
     /// Ids back to text (special tokens dropped), for inspection.

@@ -218,3 +218,30 @@ pub fn categorical(key: &Tensor, logits: &Tensor, axis: i64) -> Result<Tensor> {
     let gumbel = u.log()?.neg()?.log()?.neg()?.cast(logits.dtype())?;
     logits.stop_gradient()?.add(&gumbel)?.argmax(axis)
 }
+
+/// Samples one index per row of `logits [B, V]` with probabilities
+/// `softmax(logits)`, each row with its own key (`keys: u32[B, 2]`) and a
+/// `step` counter (u32 scalar), by the Gumbel-max trick. A row's draw depends
+/// only on its key and the step, not on the other rows, so results do not
+/// change with how rows are batched or split over devices.
+pub fn categorical_rows(keys: &Tensor, logits: &Tensor, step: &Tensor) -> Result<Tensor> {
+    let (b, v) = (logits.dim(0)?, logits.dim(-1)?);
+    if logits.rank() != 2 || !logits.dtype().is_float() {
+        return Err(GraphError::op("categorical_rows", format!("needs float logits [B, V], got {:?}", logits.ty())));
+    }
+    if keys.dtype() != DType::U32 || keys.shape() != [b, 2] {
+        return Err(GraphError::op("categorical_rows", format!("keys must be u32[{b}, 2] for logits {:?}, got {:?}", logits.ty(), keys.ty())));
+    }
+    if step.dtype() != DType::U32 || step.rank() != 0 {
+        return Err(GraphError::op("categorical_rows", format!("step must be a u32 scalar, got {:?}", step.ty())));
+    }
+    let g = logits.graph();
+    let word = |i: i64| keys.narrow(1, i, 1)?.broadcast_to(&[b, v]);
+    let (a, c) = threefry2x32(&word(0)?, &word(1)?, &step.broadcast_to(&[b, v])?, &g.iota(DType::U32, &[b, v], 1)?)?;
+    let bits = a.xor(&c)?;
+    // Top 23 bits as a float in [1, 2), minus one; the floor keeps both logarithms finite.
+    let mantissa = bits.shift_right(&g.scalar(9.0, DType::U32))?.or(&g.scalar(1.0f32.to_bits() as f64, DType::U32))?;
+    let u = mantissa.bitcast(DType::F32)?.add_scalar(-1.0)?.maximum(&g.scalar(f32::MIN_POSITIVE as f64, DType::F32))?;
+    let gumbel = u.log()?.neg()?.log()?.neg()?;
+    logits.cast(DType::F32)?.stop_gradient()?.add(&gumbel)?.argmax(-1)
+}

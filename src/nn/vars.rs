@@ -24,6 +24,8 @@ pub struct ParamSpec {
 struct Registry {
     specs: Vec<ParamSpec>,
     tensors: BTreeMap<String, Tensor>,
+    /// Parameters were supplied up front (see [`VarBuilder::from_tensors`]): asking for another is an error.
+    bound: bool,
 }
 
 /// Hands out parameters under a name prefix.
@@ -39,6 +41,18 @@ pub struct VarBuilder {
 impl VarBuilder {
     pub fn new(graph: &Graph, dtype: DType) -> Self {
         VarBuilder { graph: graph.clone(), prefix: String::new(), dtype, registry: Rc::default() }
+    }
+
+    /// A builder that hands out the given tensors by name instead of creating
+    /// parameters: for running model code inside a loop body, where the
+    /// weights arrive as the body's arguments.
+    pub fn from_tensors(graph: &Graph, dtype: DType, named: impl IntoIterator<Item = (String, Tensor)>) -> Self {
+        let mut reg = Registry { bound: true, ..Default::default() };
+        for (name, t) in named {
+            reg.specs.push(ParamSpec { name: name.clone(), ty: t.ty().clone(), init: Init::Zeros });
+            reg.tensors.insert(name, t);
+        }
+        VarBuilder { graph: graph.clone(), prefix: String::new(), dtype, registry: Rc::new(RefCell::new(reg)) }
     }
 
     /// A builder whose names are prefixed by `name.`.
@@ -72,6 +86,9 @@ impl VarBuilder {
                 )));
             }
             return Ok(t.clone());
+        }
+        if reg.bound {
+            return Err(GraphError::Invalid(format!("parameter '{full}' {shape:?} was not among the tensors given to this builder")));
         }
         let t = self.graph.param(&full, self.dtype, shape);
         reg.specs.push(ParamSpec { name: full.clone(), ty: TensorType::new(self.dtype, shape), init });

@@ -9,12 +9,13 @@ pub enum Stage {
     Vqgan,
     Encode,
     Dallebart,
+    Generate,
     Judge,
     Report,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [Stage::Shapes, Stage::Vqgan, Stage::Encode, Stage::Dallebart, Stage::Judge, Stage::Report];
+    pub const ALL: [Stage; 7] = [Stage::Shapes, Stage::Vqgan, Stage::Encode, Stage::Dallebart, Stage::Generate, Stage::Judge, Stage::Report];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -22,6 +23,7 @@ impl Stage {
             Stage::Vqgan => "vqgan",
             Stage::Encode => "encode",
             Stage::Dallebart => "dallebart",
+            Stage::Generate => "generate",
             Stage::Judge => "judge",
             Stage::Report => "report",
         }
@@ -41,6 +43,7 @@ impl Stage {
             Stage::Vqgan => "train the VQGAN",
             Stage::Encode => "train the caption tokenizer and encode both splits with the VQGAN",
             Stage::Dallebart => "train DalleBart on the encoded training split",
+            Stage::Generate => "generate images for held-out and training captions (super-conditioning)",
             Stage::Judge => "judge real, reconstructed, generated and mismatched images with the shapes checker",
             Stage::Report => "write report.md, report.json and the pictures",
         }
@@ -55,6 +58,7 @@ impl Stage {
             Stage::Vqgan => &[VQGAN_RUN],
             Stage::Encode => &["encoded"],
             Stage::Dallebart => &[DALLEBART_RUN],
+            Stage::Generate => &[GENERATED],
             Stage::Judge => &[JUDGE],
             Stage::Report => &[REPORT_DIR, REPORT_MD, REPORT_JSON],
         }
@@ -69,7 +73,7 @@ impl Stage {
             "vqgan" => Some(Stage::Vqgan),
             "tokenizer" => Some(Stage::Encode),
             "dallebart" => Some(Stage::Dallebart),
-            "generate" => Some(Stage::Judge),
+            "generate" => Some(Stage::Generate),
             "report" => Some(Stage::Report),
             _ => None,
         }

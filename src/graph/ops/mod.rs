@@ -13,3 +13,4 @@ pub mod param;
 pub mod pool;
 pub mod reduce;
 pub mod remat;
+pub mod sort;

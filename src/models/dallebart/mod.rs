@@ -5,5 +5,5 @@ mod model;
 mod params;
 
 pub use config::DalleBartConfig;
-pub use model::DalleBart;
+pub use model::{CrossAttentionKv, DalleBart, DecoderCache};
 pub use params::{parameter_groups, parameter_specs};

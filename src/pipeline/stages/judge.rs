@@ -10,6 +10,7 @@
 //! Each on the held-out prompts and on as many training prompts.
 
 use super::vqgan::path_string;
+use super::generate::image_name;
 use super::{Context, StageEnd};
 use crate::data::images::{hwc_to_rgb, rgb_to_hwc, ImageIndex, ImageRecord};
 use crate::data::shapes::{parse_caption, ShapeSpec};
@@ -134,6 +135,7 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
         ("train", cx.run.input(Stage::Judge, paths::SHAPES_TRAIN, Stage::Shapes)?, g.train_prompts),
     ];
     let vqgan_run = cx.run.input(Stage::Judge, paths::VQGAN_RUN, Stage::Vqgan)?;
+    let generated = cx.run.input(Stage::Judge, paths::GENERATED, Stage::Generate)?;
     let (config, weights, origin) = open_vqgan(&path_string(&vqgan_run))?;
     let codec = VqganCodec::new(cx.client, config, &weights, &origin, 8, cx.client.device_count())?;
 
@@ -171,6 +173,17 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
             vq.push(j);
         }
         rows.push(scores("vqgan", split, &vq));
+
+        let mut sampled = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            for k in 0..g.images_per_prompt {
+                let path = generated.join(split).join(image_name(i, k));
+                let j = judge(&open_rgb(&path)?, &r.caption)?;
+                note(Detail { row: "generated", split, index: i * g.images_per_prompt + k, caption: &r.caption, judgement: j });
+                sampled.push(j);
+            }
+        }
+        rows.push(scores("generated", split, &sampled));
 
         // Each image against the next one's caption: deterministic, and
         // (with distinct neighbours) never its own.

@@ -4,6 +4,7 @@
 
 mod dallebart;
 mod encode;
+mod generate;
 mod judge;
 mod report;
 mod shapes;
@@ -41,6 +42,7 @@ pub fn run_stage(stage: Stage, cx: &Context) -> Result<StageEnd> {
         Stage::Vqgan => vqgan::run(cx),
         Stage::Encode => encode::run(cx),
         Stage::Dallebart => dallebart::run(cx),
+        Stage::Generate => generate::run(cx),
         Stage::Judge => judge::run(cx),
         Stage::Report => report::run(cx),
     }

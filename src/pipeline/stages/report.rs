@@ -106,7 +106,7 @@ fn markdown(cx: &Context, rows: &[RowScores], stages: &[StageRecord], curves: &[
             }
         }
     }
-    md.push_str(&format!("\n## Held-out prompts\n\nThe first {shown} held-out prompts: the real image, its VQGAN reconstruction, then the generated images (best-ranked first) where the run has them.\n\n![grid]({grid})\n"));
+    md.push_str(&format!("\n## Held-out prompts\n\nThe first {shown} held-out prompts: the real image, its VQGAN reconstruction, then images generated for the prompt.\n\n![grid]({grid})\n"));
     if !curves.is_empty() {
         md.push_str("\n## Loss curves\n\n");
         for (stage, file) in curves {
@@ -175,7 +175,7 @@ fn grid_picture(cx: &Context, out: &Path) -> Result<usize> {
     for k in 0..cx.config.generate.images_per_prompt.min(6) {
         let files: Vec<_> = (0..n).map(|i| generated.join(format!("{i:06}_{k:02}.png"))).collect();
         if files.iter().all(|f| f.exists()) {
-            columns.push((if k == 0 { "best".into() } else { format!("#{}", k + 1) }, files));
+            columns.push((format!("sample {}", k + 1), files));
         }
     }
     let width = text_w + columns.len() as u32 * (side + gap) + gap;
