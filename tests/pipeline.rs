@@ -206,3 +206,23 @@ fn bad_input_is_refused(run: &Path) {
     let log = run_failing(&fresh, &["--set", "vqgan.data.images=elsewhere"]);
     assert!(log.contains("vqgan.data.images is set by the pipeline"), "{log}");
 }
+
+#[test]
+fn shipped_pipeline_configs_load() {
+    use dalle_xla::pipeline::PipelineConfig;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("configs/pipeline/shapes.yaml");
+    let (default, _) = PipelineConfig::load(&path, &[]).expect("the default preset loads");
+    let (full, _) = PipelineConfig::load(&path, &["preset=full".to_string()]).expect("the full preset loads");
+    assert_eq!((default.preset.as_str(), full.preset.as_str()), ("default", "full"));
+    assert!(full.dallebart.model.d_model > default.dallebart.model.d_model);
+    assert!(full.shapes.train_images > default.shapes.train_images);
+    // --set wins over the preset.
+    let (set, _) = PipelineConfig::load(&path, &["preset=full".to_string(), "dallebart.train.steps=7".to_string()]).expect("loads");
+    assert_eq!(set.dallebart.train.steps, 7);
+    let err = PipelineConfig::load(&path, &["preset=huge".to_string()]).expect_err("unknown preset");
+    assert!(err.to_string().contains("unknown preset 'huge'"), "{err}");
+    // The hand-training config on the pipeline's encoded data.
+    let (shapes, _) = dalle_xla::train::TrainConfig::load(&root.join("configs/shapes.yaml"), &[]).expect("configs/shapes.yaml loads");
+    assert_eq!(shapes.model, default.dallebart.model);
+}

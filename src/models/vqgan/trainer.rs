@@ -46,7 +46,7 @@ pub struct VqganTrainer {
     eval_data: Vec<HostTensor>,
 }
 
-fn start_loader(config: &VqganTrainConfig, source: &str, seed: u64, shuffle: bool, epochs: Option<u64>) -> Result<ImageLoader> {
+fn start_loader(config: &VqganTrainConfig, source: &str, seed: u64, shuffle: bool, epochs: Option<u64>, start_batch: u64) -> Result<ImageLoader> {
     let index = ImageIndex::open(Path::new(source))?;
     let options = LoaderOptions {
         resolution: config.model.resolution as u32,
@@ -55,6 +55,7 @@ fn start_loader(config: &VqganTrainConfig, source: &str, seed: u64, shuffle: boo
         shuffle,
         epochs,
         workers: config.data.workers,
+        start_batch,
         ..Default::default()
     };
     ImageLoader::start(index, options)
@@ -124,10 +125,10 @@ impl VqganTrainer {
         };
         let frozen_refs: Vec<&HostTensor> = frozen_values.iter().collect();
         let frozen = (0..replicas).map(|d| program.upload(d, &frozen_refs)).collect::<Result<_>>()?;
-        let train_data = start_loader(&config, &config.data.images, config.train.seed, true, None)?;
+        let train_data = start_loader(&config, &config.data.images, config.train.seed, true, None, 0)?;
         let eval_data = match &config.data.eval_images {
             Some(source) => {
-                let loader = start_loader(&config, source, 0, false, Some(1))?;
+                let loader = start_loader(&config, source, 0, false, Some(1), 0)?;
                 let batches = loader.take(config.train.eval_batches.max(1) as usize).collect::<Result<Vec<_>>>()?;
                 if batches.is_empty() {
                     return Err(Error::Invalid(format!(
@@ -355,11 +356,10 @@ impl Trainable for VqganTrainer {
         let (g, d) = (pick(&self.steps.generator, GENERATOR)?, pick(&self.steps.discriminator, DISCRIMINATOR)?);
         self.upload(&g, &d)?;
         self.step = checkpoint.step;
-        // The image loader has no saved position: a resumed run continues with
-        // a shuffle seeded by (seed, step), deterministic but not the order an
-        // uninterrupted run would have seen.
-        let seed = self.config.train.seed ^ checkpoint.step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.train_data = start_loader(&self.config, &self.config.data.images, seed, true, None)?;
+        // One batch per update: the stream resumes after the batches already
+        // trained on, as an uninterrupted run would continue (exactly so when
+        // every image is readable).
+        self.train_data = start_loader(&self.config, &self.config.data.images, self.config.train.seed, true, None, checkpoint.step)?;
         Ok(())
     }
 
