@@ -4,7 +4,7 @@
 //! run when a Python with dalle-mini is given.
 //!
 //!     cargo bench --bench generate -- [CONFIG] [--batch 8] [--devices 1] [--dtype f32]
-//!         [--text-vocab 50264] [--repeats 2] [--python /path/to/python]
+//!         [--text-vocab 50264] [--repeats 2] [--modes greedy,top-k,scale] [--python /path/to/python]
 //!
 //! `--python` (or `DALLE_JAX_PYTHON`) runs `tools/jax_generate_bench.py` with the
 //! same config, batch and modes. The load average is printed before and after.
@@ -85,6 +85,9 @@ fn main() {
         ("top-k 50", SamplingSettings { top_k: Some(50), condition_scale: 1.0, ..Default::default() }),
         ("top-k 50 + condition scale 10", SamplingSettings { top_k: Some(50), condition_scale: 10.0, ..Default::default() }),
     ];
+    let wanted = arg(&args, "--modes").unwrap_or_else(|| "greedy,top-k,scale".into());
+    let keys = ["greedy", "top-k", "scale"];
+    let modes: Vec<_> = modes.iter().zip(keys).filter(|(_, k)| wanted.split(',').any(|w| w == *k)).map(|(m, _)| m.clone()).collect();
     let run = RunOptions { rows_per_device: batch.div_ceil(devices), ..Default::default() };
     let tokens = (batch * c.image_length as usize) as f64;
     for (name, settings) in &modes {
@@ -106,7 +109,7 @@ fn main() {
         let status = std::process::Command::new(&python)
             .arg(&script)
             .arg(root.join(&config_path))
-            .args(["--batch", &batch.to_string(), "--text-vocab", &text_vocab.to_string(), "--repeats", &repeats.to_string()])
+            .args(["--batch", &batch.to_string(), "--text-vocab", &text_vocab.to_string(), "--repeats", &repeats.to_string(), "--modes", &wanted])
             .args(if dtype == DType::F32 { vec![] } else { vec!["--dtype".to_string(), dtype.to_string()] })
             .status();
         match status {

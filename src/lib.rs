@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod storage;
 pub mod sweep;
 pub mod train;
+pub mod weights;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

@@ -40,8 +40,10 @@ fn normalisation_simplifies_unicode() {
     assert_eq!(normalize_caption("wait\u{2026} what"), " wait, what");
     assert_eq!(normalize_caption("ｆｕｌｌｗｉｄｔｈ ＡＢＣ"), " fullwidth abc");
     assert_eq!(normalize_caption("no\u{00A0}break"), " no break");
-    // Scripts unidecode would transliterate are kept.
-    assert_eq!(normalize_caption("一只猫"), " 一只猫");
+    // Other scripts are transliterated as unidecode does (dalle-mini gives the same).
+    assert_eq!(normalize_caption("一只猫"), " yi zhi mao");
+    // Emoji become their names.
+    assert_eq!(normalize_caption("a dog 🐶"), " a dog, dog face");
 }
 
 #[test]

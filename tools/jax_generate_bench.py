@@ -29,6 +29,7 @@ def main():
     ap.add_argument("--text-vocab", type=int, default=50264)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--dtype", default="f32")
+    ap.add_argument("--modes", default="greedy,top-k,scale")
     a = ap.parse_args()
     m = yaml.safe_load(open(a.config))["model"]
     dtype = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16}[a.dtype]
@@ -70,7 +71,8 @@ def main():
 
     tokens = b * m["image_length"]
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {len(jax.devices())} device(s), batch {b}, {a.dtype}")
-    for mode in ["greedy", "top-k 50", "top-k 50 + condition scale 10"]:
+    names = {"greedy": "greedy", "top-k": "top-k 50", "scale": "top-k 50 + condition scale 10"}
+    for mode in [names[k] for k in a.modes.split(",")]:
         fn = make(mode)
         t0 = time.perf_counter()
         run(fn, jax.random.PRNGKey(0))

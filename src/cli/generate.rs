@@ -4,7 +4,6 @@ use super::common::DeviceArgs;
 use super::training::progress_bar;
 use anyhow::Context;
 use clap::Args;
-use dalle_xla::data::TextEncoder;
 use dalle_xla::generate::output::{grid, grid_file, image_file, OutputDir, RESULTS_FILE};
 use dalle_xla::generate::{load_dallebart, Flow, RunOptions, Sampler, SamplingSettings, TextToImage};
 use dalle_xla::models::vqgan::{open_vqgan, VqganCodec};
@@ -13,13 +12,13 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// The DalleBart: a training run directory or URL (its newest committed checkpoint).
+    /// The DalleBart: a training run directory or URL (its newest committed checkpoint), or a model directory (dalle convert output or a released flax one).
     #[arg(long)]
     pub model: String,
     /// Use the checkpoint of this step instead of the newest.
     #[arg(long)]
     pub step: Option<u64>,
-    /// The VQGAN: a weights file, or a run directory / URL.
+    /// The VQGAN: a model directory (converted or released flax), a weights file, or a run directory / URL.
     #[arg(long)]
     pub vqgan: String,
     /// A prompt (repeatable).
@@ -106,10 +105,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let dtype = parse_dtype(&args.dtype)?;
     let model = load_dallebart(&args.model, args.step)?;
     settings.validate(model.config.image_vocab_size)?;
-    let tokenizer = args.tokenizer.clone().or(model.tokenizer.clone()).ok_or_else(|| {
-        anyhow::anyhow!("--model {} was trained on synthetic data, which has no caption tokenizer; pass --tokenizer tokenizer.json", args.model)
-    })?;
-    let text = TextEncoder::load(&tokenizer, model.config.max_text_length as usize).with_context(|| format!("loading the tokenizer {tokenizer}"))?;
+    let text = model.text_encoder(args.tokenizer.as_deref())?;
 
     let mut names = vec![RESULTS_FILE.to_string()];
     for p in 0..prompts.len() {

@@ -2,6 +2,7 @@
 //! arguments and calling the library.
 
 pub mod common;
+mod convert;
 mod data;
 mod demo;
 mod generate;
@@ -46,6 +47,10 @@ pub enum Command {
     Data(data::DataArgs),
     /// Train a BART-style byte-level BPE tokenizer (tokenizer.json) on captions.
     Tokenizer(tokenizer::TokenizerArgs),
+    /// Convert a released model directory (DalleBart, VQGAN, CLIP flax checkpoint) to safetensors + config + tokenizer.
+    Convert(convert::ConvertArgs),
+    /// Export a DalleBart run's newest checkpoint (or a model directory) as a dalle-mini directory (config.json + flax_model.msgpack).
+    Export(convert::ExportArgs),
 }
 
 /// An error that ends the process with a particular exit status (after its message, if any, was printed).
@@ -73,6 +78,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pipeline(a) => pipeline::run(a),
         Command::Data(a) => data::run(a),
         Command::Tokenizer(a) => tokenizer::run(a),
+        Command::Convert(a) => convert::convert(a),
+        Command::Export(a) => convert::export(a),
     }
 }
 

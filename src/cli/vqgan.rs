@@ -68,7 +68,7 @@ pub fn train(args: TrainVqganArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub struct EncodeArgs {
-    /// The VQGAN: a weights file, or a run directory / URL (its vqgan.safetensors or newest checkpoint).
+    /// The VQGAN: a model directory (converted or released flax), a weights file, or a run directory / URL (its vqgan.safetensors or newest checkpoint).
     #[arg(long)]
     pub vqgan: String,
     /// Images: a folder (caption `.txt` beside each image) or a CSV of `path,caption`.
@@ -124,7 +124,7 @@ pub fn encode(args: EncodeArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub struct DecodeArgs {
-    /// The VQGAN: a weights file, or a run directory / URL.
+    /// The VQGAN: a model directory (converted or released flax), a weights file, or a run directory / URL.
     #[arg(long)]
     pub vqgan: String,
     /// Token sequences: a .parquet/.jsonl dataset file (`encoding` column) or a text file, one sequence per line.

@@ -52,6 +52,10 @@ pub struct DataConfig {
     /// Files: `tokenizer.json` (a path or storage URL).
     #[serde(default)]
     pub tokenizer: Option<String>,
+    /// Files: dalle-mini's word-frequency table (`enwiki-words-frequency.txt`, a local path)
+    /// for splitting hashtags into words as the released models saw them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub word_frequency: Option<String>,
     /// Examples held in the shuffle buffer; 1 keeps file order.
     #[serde(default = "default_shuffle_buffer")]
     pub shuffle_buffer: usize,
@@ -91,6 +95,7 @@ impl Default for DataConfig {
             eval_fraction: 0.0,
             format: DataFormat::Auto,
             tokenizer: None,
+            word_frequency: None,
             shuffle_buffer: default_shuffle_buffer(),
             strict: false,
             prefetch: default_prefetch(),
@@ -127,6 +132,7 @@ impl DataConfig {
                     ("data.train_files", !self.train_files.is_empty()),
                     ("data.eval_files", !self.eval_files.is_empty()),
                     ("data.tokenizer", self.tokenizer.is_some()),
+                    ("data.word_frequency", self.word_frequency.is_some()),
                     ("data.eval_fraction", self.eval_fraction != 0.0),
                 ];
                 if let Some((key, _)) = file_keys.iter().find(|(_, set)| *set) {

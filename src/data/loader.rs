@@ -67,7 +67,12 @@ impl Dataset {
                     false => Some(Arc::new(resolve(&config.eval_files, config.format, "data.eval_files")?)),
                 };
                 let tokenizer = config.tokenizer.as_deref().unwrap_or_default();
-                let text = TextEncoder::load(tokenizer, spec.text_length).map_err(|e| Error::Invalid(format!("data.tokenizer: {e} ({TOKENIZER_HINT})")))?;
+                let mut text = TextEncoder::load(tokenizer, spec.text_length).map_err(|e| Error::Invalid(format!("data.tokenizer: {e} ({TOKENIZER_HINT})")))?;
+                if let Some(words) = &config.word_frequency {
+                    let normalizer = crate::data::TextNormalizer::with_word_frequency(std::path::Path::new(words))
+                        .map_err(|e| Error::Invalid(format!("data.word_frequency: {e}")))?;
+                    text = text.with_normalizer(Arc::new(normalizer));
+                }
                 if text.vocab_size() as i64 > spec.text_vocab {
                     return Err(Error::Invalid(format!(
                         "data.tokenizer '{tokenizer}' has {} tokens but the model's text vocabulary has {}; use a matching tokenizer or model",

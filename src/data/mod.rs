@@ -7,6 +7,7 @@
 mod batch;
 mod config;
 mod files;
+mod hashtags;
 pub mod images;
 mod jsonl_format;
 mod loader;
@@ -19,12 +20,13 @@ mod storage_io;
 mod stream;
 mod synthetic;
 mod text;
+mod unicode_text;
 
 pub use batch::{Batch, Example};
 pub use config::{DataConfig, DataFormat, DataKind, TOKENIZER_HINT};
 pub use files::{resolve, write_dataset, DataFile};
 pub use loader::{Dataset, Loader, LoaderSpec};
-pub use normalize::normalize_caption;
+pub use normalize::{normalize_caption, TextNormalizer};
 pub use record::{BadRow, BadRowKind, DataCounts, ParsedRow, RawRow, Record, RowSpec};
 pub use stream::DataPosition;
 pub use synthetic::Synthetic;

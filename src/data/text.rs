@@ -1,7 +1,8 @@
 //! Captions to token ids: dalle-mini normalisation, a BART byte-level BPE
 //! `tokenizer.json`, `<s> ... </s>` and padding to a fixed length.
 
-use super::normalize::normalize_caption;
+use super::normalize::{normalize_caption, TextNormalizer};
+use std::sync::Arc;
 use super::storage_io::read_object;
 use crate::error::{Error, Result};
 use std::path::Path;
@@ -22,6 +23,7 @@ pub const MASK: &str = "<mask>";
 /// `max_length` (the `</s>` kept) and right-padded with `<pad>`.
 pub struct TextEncoder {
     tokenizer: Tokenizer,
+    normalizer: Arc<TextNormalizer>,
     bos: i32,
     eos: i32,
     pad: i32,
@@ -56,7 +58,13 @@ impl TextEncoder {
             i32::try_from(id).map_err(|_| Error::Invalid(format!("tokenizer '{name}': id {id} of '{token}' does not fit in i32")))
         };
         let (bos, eos, pad) = (id(BOS)?, id(EOS)?, id(PAD)?);
-        Ok(TextEncoder { tokenizer, bos, eos, pad, max_length })
+        Ok(TextEncoder { tokenizer, normalizer: Arc::new(TextNormalizer::default()), bos, eos, pad, max_length })
+    }
+
+    /// Uses `normalizer` (e.g. one with dalle-mini's word-frequency table for hashtags).
+    pub fn with_normalizer(mut self, normalizer: Arc<TextNormalizer>) -> TextEncoder {
+        self.normalizer = normalizer;
+        self
     }
 
     /// Number of token ids, added tokens included; the model's text vocabulary must be at least this.
@@ -74,7 +82,7 @@ impl TextEncoder {
 
     /// Normalises and encodes one caption.
     pub fn encode(&self, caption: &str) -> Result<EncodedText> {
-        self.encode_normalized(&normalize_caption(caption))
+        self.encode_normalized(&self.normalizer.normalize(caption))
     }
 
     /// Encodes a caption that is already normalised.

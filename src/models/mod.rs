@@ -2,3 +2,4 @@
 
 pub mod dallebart;
 pub mod vqgan;
+pub mod convert;

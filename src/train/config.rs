@@ -73,9 +73,35 @@ fn default_run_dir() -> String {
 }
 
 impl TrainConfig {
-    /// Reads a YAML config, applies `--set` overrides and validates (see [`crate::config::load_validated`]).
+    /// Reads a YAML config, applies `--set` overrides and validates (see
+    /// [`crate::config::load_validated`]). With `model.init_from`, the model
+    /// keys left out and `data.tokenizer` come from the imported weights
+    /// ([`super::init_from::resolve`]).
     pub fn load(path: &std::path::Path, overrides: &[String]) -> crate::error::Result<(TrainConfig, serde_yaml::Value)> {
-        crate::config::load_validated(path, overrides)
+        use crate::error::Error;
+        let (init, rest): (Vec<&String>, Vec<&String>) = overrides.iter().partition(|o| o.trim_start().starts_with("model.init_from="));
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let mut tree: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        if let Some(o) = init.last() {
+            let value = o.trim_start().trim_start_matches("model.init_from=").to_string();
+            let model = tree.get_mut("model").and_then(|m| m.as_mapping_mut());
+            match model {
+                Some(m) => {
+                    m.insert("init_from".into(), value.into());
+                }
+                None => {
+                    let root = tree.as_mapping_mut().ok_or_else(|| Error::Invalid(format!("{} is not a YAML mapping", path.display())))?;
+                    root.insert("model".into(), serde_yaml::Value::Mapping([("init_from".into(), value.into())].into_iter().collect()));
+                }
+            }
+        }
+        super::init_from::resolve(&mut tree).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let text = serde_yaml::to_string(&tree).map_err(|e| Error::Invalid(e.to_string()))?;
+        let rest: Vec<String> = rest.into_iter().cloned().collect();
+        let (config, tree): (TrainConfig, _) =
+            crate::config::load_str(&text, &path.display().to_string(), &rest).map_err(|e| Error::Invalid(e.to_string()))?;
+        config.validate().map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        Ok((config, tree))
     }
 
     /// Checks values serde cannot; the message names the key.

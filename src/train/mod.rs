@@ -3,6 +3,7 @@
 
 mod config;
 mod fit;
+pub mod init_from;
 mod metrics;
 mod run_dir;
 mod step;

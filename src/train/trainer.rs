@@ -105,7 +105,7 @@ impl Trainer {
             None => Arc::new(Self::compile(client, &config, replicas, eval_data.is_some())?),
         };
         let mut trainer = Trainer { config, replicas, programs, device_state: Vec::new(), step: 0, samples_seen: 0, dataset, train_data, eval_data };
-        let initial = trainer.initial_values();
+        let initial = trainer.initial_values()?;
         trainer.load_values(&initial)?;
         Ok(trainer)
     }
@@ -157,12 +157,18 @@ impl Trainer {
         p.train.as_ref().or(p.accumulate.as_ref()).expect("a training program is always compiled")
     }
 
-    /// Parameters from the seed and each name, optimizer state zero.
-    fn initial_values(&self) -> Vec<HostTensor> {
+    /// Parameters from `model.init_from` or else from the seed and each name; optimizer state zero.
+    fn initial_values(&self) -> Result<Vec<HostTensor>> {
         let layout = &self.programs.layout;
         let seed = self.config.train.seed;
-        let params = layout.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape));
-        params.chain(layout.state.iter().map(|(_, s)| HostTensor::zeros(s.ty.dtype, &s.ty.shape))).collect()
+        let params: Vec<HostTensor> = match super::init_from::initial_weights(&self.config.model)? {
+            Some(weights) => {
+                let origin = format!("model.init_from ({})", self.config.model.init_from.as_deref().unwrap_or_default());
+                crate::weights::select_params(&weights, &layout.params, &origin)?
+            }
+            None => layout.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape)).collect(),
+        };
+        Ok(params.into_iter().chain(layout.state.iter().map(|(_, s)| HostTensor::zeros(s.ty.dtype, &s.ty.shape))).collect())
     }
 
     /// Puts parameters and optimizer state (in [`StepLayout::names`] order) on every device.

@@ -27,6 +27,11 @@ pub struct DalleBartConfig {
     pub use_final_ln_encoder: bool,
     #[serde(default = "yes")]
     pub use_final_ln_decoder: bool,
+    /// Start training from these weights (a model directory or storage URL,
+    /// converted or released flax) instead of a random initialisation; the
+    /// other model keys default to the directory's config and must agree with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<String>,
 }
 
 fn default_init_std() -> f64 {
@@ -56,6 +61,7 @@ impl DalleBartConfig {
             scale_embedding: false,
             use_final_ln_encoder: true,
             use_final_ln_decoder: true,
+            init_from: None,
         }
     }
 

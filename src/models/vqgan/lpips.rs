@@ -8,7 +8,7 @@
 //! package's `lin{k}.model.1.weight` heads, PyTorch layouts), are converted to
 //! NHWC/HWIO here and enter the training programs as arguments.
 
-use super::weights::load_safetensors;
+use crate::weights::load_safetensors;
 use crate::error::{Error, Result};
 use crate::graph::{Result as GraphResult, Tensor};
 use crate::host::HostTensor;

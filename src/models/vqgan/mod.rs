@@ -5,6 +5,7 @@ mod codec;
 mod config;
 mod dataset;
 mod discriminator;
+pub mod flax;
 mod losses;
 mod lpips;
 mod model;
@@ -12,14 +13,14 @@ mod params;
 mod steps;
 mod train_config;
 mod trainer;
-mod weights;
+
 
 pub use blocks::swish;
 pub use codec::VqganCodec;
 pub use config::VqganConfig;
 pub use model::{Quantized, Vqgan};
 pub use params::parameter_specs;
-pub use weights::{
+pub use crate::weights::{
     load_safetensors, load_safetensors_with_metadata, read_safetensors, read_safetensors_with_metadata, save_safetensors, save_safetensors_with_metadata, select_params,
     to_safetensors, to_safetensors_with_metadata,
 };

@@ -8,7 +8,7 @@
 
 use super::steps::{NetLayout, VqganSetup, VqganSteps, DISCRIMINATOR_STATS, GENERATOR_GAN_STATS, GENERATOR_STATS};
 use super::train_config::VqganTrainConfig;
-use super::weights::{read_safetensors_with_metadata, to_safetensors_with_metadata};
+use crate::weights::{read_safetensors_with_metadata, to_safetensors_with_metadata};
 use super::{Lpips, Vqgan, VqganConfig};
 use crate::checkpoint::{Checkpoint, CheckpointMeta};
 use crate::data::images::{ImageIndex, ImageLoader, LoaderOptions, SkipReport};
@@ -395,12 +395,17 @@ pub fn load_weights(path: &Path) -> Result<(VqganConfig, BTreeMap<String, HostTe
     parse_weights(&bytes, path)
 }
 
-/// The VQGAN of `--vqgan`: a weights file, or a run directory (local or a
+/// The VQGAN of `--vqgan`: a model directory (converted by `dalle convert`,
+/// or a released vqgan-jax one), a weights file, or a run directory (local or a
 /// storage URL) holding `vqgan.safetensors` or, failing that, checkpoints
 /// (the newest committed one is used). Returns the config, the weights and
 /// where they came from.
 pub fn open_vqgan(path_or_run: &str) -> Result<(VqganConfig, BTreeMap<String, HostTensor>, String)> {
     let local = Path::new(path_or_run);
+    if local.is_dir() && super::flax::is_model_dir(local) {
+        let (c, w) = super::flax::load_weights_dir(local)?;
+        return Ok((c, w, path_or_run.to_string()));
+    }
     if local.is_file() {
         let (c, w) = load_weights(local)?;
         return Ok((c, w, path_or_run.to_string()));

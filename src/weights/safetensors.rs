@@ -1,4 +1,4 @@
-//! VQGAN weights as safetensors files keyed by flax name.
+//! safetensors files: reading, writing (atomically, optionally sharded) and picking a model's parameters by name.
 
 use crate::error::{Error, Result};
 use crate::host::HostTensor;
