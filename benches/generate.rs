@@ -13,7 +13,7 @@ use dalle_xla::data::EncodedText;
 use dalle_xla::generate::{Flow, Request, RunOptions, Sampler, SamplingSettings};
 use dalle_xla::models::dallebart::parameter_specs;
 use dalle_xla::pjrt::{open_client, ClientOptions};
-use dalle_xla::train::TrainConfig;
+use dalle_xla::models::dallebart::TrainConfig;
 use dalle_xla::DType;
 use std::time::Instant;
 

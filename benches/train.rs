@@ -8,7 +8,7 @@
 //! `tools/jax_dallebart_bench.py` runs the same model and update in JAX for comparison.
 
 use dalle_xla::pjrt::{open_client, ClientOptions};
-use dalle_xla::train::{TrainConfig, Trainer};
+use dalle_xla::models::dallebart::{TrainConfig, Trainer};
 use std::time::Instant;
 
 /// Matmul FLOPs of one training example (forward + backward = 3x forward), attention included.

@@ -30,7 +30,7 @@ fn load(name: &str) -> HashMap<String, HostTensor> {
 
 fn tiny_model() -> DalleBartConfig {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml");
-    dalle_xla::train::TrainConfig::load(&path, &[]).unwrap().0.model
+    dalle_xla::models::dallebart::TrainConfig::load(&path, &[]).unwrap().0.model
 }
 
 #[test]

@@ -8,7 +8,8 @@ use common::*;
 use dalle_xla::checkpoint::StopSignal;
 use dalle_xla::data::TextEncoder;
 use dalle_xla::models::convert::{convert_dir, ConvertOptions};
-use dalle_xla::train::{fit, FitOptions, Outcome, RunDir, TrainConfig, Trainable, Trainer};
+use dalle_xla::models::dallebart::{TrainConfig, Trainer};
+use dalle_xla::train::{fit, FitOptions, Outcome, RunDir, Trainable};
 use dalle_xla::weights::load_safetensors;
 use std::path::{Path, PathBuf};
 
@@ -135,7 +136,7 @@ fn init_from_a_storage_url_downloads_the_model() {
     let path = write_config(&dir, Path::new(&url), "memory://unused/run", 1);
     let (config, _) = TrainConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.data.tokenizer.as_deref(), Some(format!("{url}/tokenizer.json").as_str()));
-    let weights = dalle_xla::train::init_from::initial_weights(&config.model).unwrap().expect("weights");
+    let weights = dalle_xla::models::dallebart::init_from::initial_weights(&config.model).unwrap().expect("weights");
     let local = dalle_xla::models::dallebart::load_weights_dir(&converted).unwrap();
     assert!(weights == local.weights, "downloaded weights equal the local ones");
 }

@@ -1,13 +1,19 @@
 //! `dalle generate` end to end through the binary: a tiny DalleBart overfit
 //! on four captions generates exactly their token sequences (greedy) and
 //! decodes them with a VQGAN to PNG files, grids and results.jsonl; existing
-//! outputs are not overwritten; bad input gets messages naming the value.
+//! outputs are not overwritten; with `--clip` the candidates are reranked
+//! by CLIP and the best kept in order; bad input gets messages naming the value.
 use dalle_xla::graph::Graph;
 use dalle_xla::models::vqgan::{weights_file, Vqgan, VqganConfig};
 use dalle_xla::nn::VarBuilder;
 use dalle_xla::DType;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// A CPU client for scoring the written images in this process.
+fn client() -> dalle_xla::pjrt::Client {
+    dalle_xla::pjrt::open_client("cpu", None, &dalle_xla::pjrt::ClientOptions::cpu_devices(1)).expect("the CPU client")
+}
 
 fn dalle(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dalle")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("run dalle")
@@ -155,7 +161,37 @@ fn an_overfit_model_generates_its_training_images_and_bad_input_is_refused() {
     a.extend(["--prompt".to_string(), "x".to_string()]);
     fails(&dalle(&a.iter().map(String::as_str).collect::<Vec<_>>()), "a run without checkpoints", "no committed checkpoint");
     fails(&with(&["--prompt", "x", "--step", "7"], &o("e9")), "a missing step", "step 7");
-    for e in ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"] {
+    // Reranking with CLIP (the transformers fixture): 6 sampled candidates per
+    // prompt, the 3 best kept, best first; the written images score as recorded.
+    let clip = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clip_tiny");
+    let ranked = o("ranked");
+    let t = ok(
+        &with(&["--prompt", &captions[0], "--prompt", &captions[1], "--top-k", "8", "--candidates", "6", "--keep", "3", "--clip", clip], &ranked),
+        "generate --clip",
+    );
+    assert!(t.contains("wrote 6 image(s) and 2 grid(s)"), "{t}");
+    let scorer = dalle_xla::models::clip::Scorer::load(Path::new(clip), &client(), &Default::default()).unwrap();
+    for (p, line) in std::fs::read_to_string(Path::new(&ranked).join("results.jsonl")).unwrap().lines().enumerate() {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        let all: Vec<f32> = serde_json::from_value(line["candidate_scores"].clone()).unwrap();
+        let scores: Vec<f32> = serde_json::from_value(line["scores"].clone()).unwrap();
+        let index: Vec<usize> = serde_json::from_value(line["candidate_index"].clone()).unwrap();
+        assert_eq!(all.len(), 6);
+        let mut best = all.clone();
+        best.sort_by(|a, b| b.total_cmp(a));
+        assert_eq!(scores, best[..3].to_vec(), "prompt {p}: the 3 best of {all:?}, best first");
+        assert_eq!(index.iter().map(|&i| all[i]).collect::<Vec<_>>(), scores);
+        let images: Vec<String> = serde_json::from_value(line["images"].clone()).unwrap();
+        assert_eq!(images.len(), 3);
+        let written: Vec<image::RgbImage> = images.iter().map(|n| image::open(Path::new(&ranked).join(n)).unwrap().to_rgb8()).collect();
+        let rescored = scorer.score(line["prompt"].as_str().unwrap(), &written).unwrap();
+        for (got, want) in rescored.iter().zip(&scores) {
+            assert!((got - want).abs() < 1e-4, "prompt {p}: written image scores {got}, recorded {want}");
+        }
+    }
+    fails(&with(&["--prompt", "x", "--candidates", "2", "--keep", "3", "--clip", clip], &o("e10")), "--keep above --candidates", "--keep 3");
+    fails(&with(&["--prompt", "x", "--candidates", "2"], &o("e11")), "--candidates without --clip", "--clip");
+    for e in ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9", "e10", "e11"] {
         let d = dir.join(e);
         assert!(!d.join("results.jsonl").exists(), "{e}: a refused run must not leave results");
     }

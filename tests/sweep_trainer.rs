@@ -13,7 +13,8 @@ use dalle_xla::sweep::{
     run_sweep, run_sweep_parallel, Decision, SweepConfig, SweepState, TrainerRunner, TrialOutcome, TrialRecord, TrialRunner,
     TrialSpec, TrialStatus, TRIALS_DIR,
 };
-use dalle_xla::train::{MetricsLog, TrainConfig, Trainer};
+use dalle_xla::models::dallebart::{TrainConfig, Trainer};
+use dalle_xla::train::MetricsLog;
 use dalle_xla::{DType, HostTensor, Result};
 use serde_yaml::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};

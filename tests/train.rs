@@ -3,7 +3,8 @@
 mod common;
 use common::*;
 use dalle_xla::checkpoint::StopSignal;
-use dalle_xla::train::{fit, FitOptions, Outcome, RunDir, TrainConfig, Trainable, Trainer};
+use dalle_xla::models::dallebart::{TrainConfig, Trainer};
+use dalle_xla::train::{fit, FitOptions, Outcome, RunDir, Trainable};
 
 fn tiny(overrides: &[&str]) -> TrainConfig {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();

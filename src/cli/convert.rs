@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use dalle_xla::models::convert::{convert_dir, export_dallebart, ConvertOptions, ExportOptions};
 use dalle_xla::models::dallebart::{load_weights_dir, parameter_specs};
-use dalle_xla::train::TrainConfig;
+use dalle_xla::models::dallebart::TrainConfig;
 use dalle_xla::DType;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

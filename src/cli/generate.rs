@@ -5,7 +5,8 @@ use super::training::progress_bar;
 use anyhow::Context;
 use clap::Args;
 use dalle_xla::generate::output::{grid, grid_file, image_file, OutputDir, RESULTS_FILE};
-use dalle_xla::generate::{load_dallebart, Flow, RunOptions, Sampler, SamplingSettings, TextToImage};
+use dalle_xla::generate::{load_dallebart, rerank, Flow, RunOptions, Sampler, SamplingSettings, TextToImage};
+use dalle_xla::models::clip::{Scorer, ScorerOptions};
 use dalle_xla::models::vqgan::{open_vqgan, VqganCodec};
 use dalle_xla::DType;
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ pub struct GenerateArgs {
     /// A text file with one prompt per line (blank lines are skipped).
     #[arg(long)]
     pub prompts_file: Option<PathBuf>,
-    /// Images per prompt.
+    /// Images per prompt (with --clip, the default of --candidates).
     #[arg(long, default_value_t = 9)]
     pub n: usize,
     /// Output directory: one PNG per image, a grid per prompt, results.jsonl.
@@ -62,6 +63,16 @@ pub struct GenerateArgs {
     /// Images per device per sampler call.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Rerank with this CLIP checkpoint directory (transformers layout): generate
+    /// `--candidates` images per prompt, keep the `--keep` best by CLIP score.
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
+    /// Candidates generated per prompt when reranking (default: --n).
+    #[arg(long, requires = "clip")]
+    pub candidates: Option<usize>,
+    /// Images kept per prompt when reranking, best first (default: all candidates, reordered).
+    #[arg(long, requires = "clip")]
+    pub keep: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -95,6 +106,16 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     if args.n == 0 {
         anyhow::bail!("--n must be at least 1");
     }
+    // Without --clip every generated image is written; with it, `candidates`
+    // are generated and the `keep` best written, best first.
+    let candidates = args.candidates.unwrap_or(args.n);
+    let keep = if args.clip.is_some() { args.keep.unwrap_or(candidates) } else { args.n };
+    if candidates == 0 || keep == 0 {
+        anyhow::bail!("--candidates and --keep must be at least 1");
+    }
+    if keep > candidates {
+        anyhow::bail!("--keep {keep} is more than the {candidates} candidates generated per prompt (--candidates)");
+    }
     let settings = SamplingSettings {
         sample: !args.greedy,
         temperature: args.temperature,
@@ -110,7 +131,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let mut names = vec![RESULTS_FILE.to_string()];
     for p in 0..prompts.len() {
         names.push(grid_file(p));
-        names.extend((0..args.n).map(|c| image_file(p, c)));
+        names.extend((0..keep).map(|c| image_file(p, c)));
     }
     let out = OutputDir::prepare(&args.out, &names, args.overwrite)?;
 
@@ -120,18 +141,45 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let sampler = Sampler::new(&client, model.config.clone(), &model.weights, &model.origin, dtype, replicas)?;
     let codec = VqganCodec::new(&client, vqgan_config, &vqgan_weights, &vqgan_origin, 1, replicas)?;
     let t2i = TextToImage::new(sampler, text, codec)?;
-    tracing::info!("generating {} image(s) for {} prompt(s) with {} on {replicas} device(s)", args.n * prompts.len(), prompts.len(), model.origin);
+    let scorer = match &args.clip {
+        Some(dir) => Some(
+            Scorer::load(dir, &client, &ScorerOptions { images_per_device: args.batch, ..Default::default() })
+                .with_context(|| format!("loading the CLIP checkpoint --clip {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    tracing::info!("generating {} image(s) for {} prompt(s) with {} on {replicas} device(s)", candidates * prompts.len(), prompts.len(), model.origin);
 
-    let total = (prompts.len() * args.n) as u64 * model.config.image_length as u64;
+    let total = (prompts.len() * candidates) as u64 * model.config.image_length as u64;
     let bar = progress_bar(total, 0);
     bar.set_message("image tokens");
     // Report progress every 32 positions (a sixteenth of a 16x16 grid) without slowing small models down.
     let run_options = RunOptions { rows_per_device: args.batch, chunk: 32, partial_tokens: false };
-    let (results, timing) = t2i.generate(&prompts, args.n, args.seed, 0, &settings, &run_options, |p| {
+    let (results, timing) = t2i.generate(&prompts, candidates, args.seed, 0, &settings, &run_options, |p| {
         bar.set_position(p.tokens_done);
         Flow::Continue
     })?;
     bar.finish_and_clear();
+
+    // With --clip: each prompt's candidates scored on device, the best `keep` kept in score order.
+    let mut ranking = Vec::with_capacity(results.len());
+    let mut kept_results = Vec::with_capacity(results.len());
+    let rerank_started = std::time::Instant::now();
+    for r in results {
+        match &scorer {
+            Some(s) => {
+                let ranked = rerank(r, s, keep)?;
+                ranking.push(Some((ranked.scores, ranked.candidate_index, ranked.candidate_scores)));
+                kept_results.push(ranked.images);
+            }
+            None => {
+                ranking.push(None);
+                kept_results.push(r);
+            }
+        }
+    }
+    let rerank_secs = rerank_started.elapsed().as_secs_f64();
+    let results = kept_results;
 
     let mut lines = String::new();
     for (p, r) in results.iter().enumerate() {
@@ -153,11 +201,20 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             "caption_tokens_cut": r.tokens_cut,
             "timing": timing,
         });
+        let mut line = line;
+        if let (Some(dir), Some((scores, index, all))) = (&args.clip, &ranking[p]) {
+            line["clip"] = dir.display().to_string().into();
+            line["candidates"] = candidates.into();
+            line["scores"] = serde_json::json!(scores);
+            line["candidate_index"] = serde_json::json!(index);
+            line["candidate_scores"] = serde_json::json!(all);
+            line["rerank_secs"] = rerank_secs.into();
+        }
         lines.push_str(&line.to_string());
         lines.push('\n');
     }
     out.write(RESULTS_FILE, lines.as_bytes())?;
-    let images = prompts.len() * args.n;
+    let images = prompts.len() * keep;
     println!(
         "wrote {images} image(s) and {} grid(s) to {} (sampling {:.2} s, {:.0} tokens/s; compile {:.2} s; decode {:.2} s)",
         prompts.len(),

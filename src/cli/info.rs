@@ -3,7 +3,7 @@
 use super::common::DeviceArgs;
 use anyhow::Context;
 use clap::Args;
-use dalle_xla::train::TrainConfig;
+use dalle_xla::models::dallebart::TrainConfig;
 use std::path::PathBuf;
 
 #[derive(Args)]

@@ -1,6 +1,7 @@
 //! The `dalle` command line: one file per subcommand, each parsing its own
 //! arguments and calling the library.
 
+mod clip;
 pub mod common;
 mod convert;
 mod data;
@@ -51,6 +52,10 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Export a DalleBart run's newest checkpoint (or a model directory) as a dalle-mini directory (config.json + flax_model.msgpack).
     Export(convert::ExportArgs),
+    /// CLIP tools: score images against prompts.
+    Clip(clip::ClipArgs),
+    /// Train CLIP contrastively on captioned images from a YAML config (resumes the run if it has a checkpoint).
+    TrainClip(clip::TrainClipArgs),
 }
 
 /// An error that ends the process with a particular exit status (after its message, if any, was printed).
@@ -80,6 +85,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenizer(a) => tokenizer::run(a),
         Command::Convert(a) => convert::convert(a),
         Command::Export(a) => convert::export(a),
+        Command::Clip(a) => clip::run(a),
+        Command::TrainClip(a) => clip::train(a),
     }
 }
 

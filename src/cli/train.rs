@@ -4,7 +4,8 @@
 use super::common::DeviceArgs;
 use super::training::{finish, open_run, progress_bar, StopHandling};
 use clap::Args;
-use dalle_xla::train::{fit, FitOptions, StepMetrics, TrainConfig, Trainer};
+use dalle_xla::models::dallebart::{TrainConfig, Trainer};
+use dalle_xla::train::{fit, FitOptions, StepMetrics};
 use std::path::PathBuf;
 
 #[derive(Args)]

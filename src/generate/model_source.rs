@@ -7,7 +7,7 @@ use crate::checkpoint::{CheckpointConfig, CheckpointManager};
 use crate::error::{Error, Result};
 use crate::host::HostTensor;
 use crate::models::dallebart::DalleBartConfig;
-use crate::train::TrainConfig;
+use crate::models::dallebart::TrainConfig;
 use std::collections::BTreeMap;
 
 /// A DalleBart ready for the sampler.

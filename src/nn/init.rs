@@ -12,6 +12,8 @@ pub enum Init {
     Normal(f64),
     /// Uniform in [-a, a].
     Uniform(f64),
+    /// Every element equal to this value (e.g. CLIP's initial log temperature).
+    Constant(f64),
 }
 
 /// SplitMix64: a small, well-mixed generator for host-side initialisation.
@@ -48,6 +50,7 @@ impl Init {
         let values: Vec<f64> = match *self {
             Init::Zeros => vec![0.0; n],
             Init::Ones => vec![1.0; n],
+            Init::Constant(v) => vec![v; n],
             Init::Uniform(a) => (0..n).map(|_| (rng.unit() * 2.0 - 1.0) * a).collect(),
             Init::Normal(std) => {
                 let mut out = Vec::with_capacity(n + 1);

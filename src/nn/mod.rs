@@ -2,8 +2,10 @@
 
 mod init;
 mod layers;
+mod torch;
 mod vars;
 
 pub use init::Init;
 pub use layers::{cross_entropy, embedding, gelu, layer_norm, linear, Precision};
 pub use vars::{ParamSpec, VarBuilder};
+pub use torch::{quick_gelu, torch_embedding, torch_layer_norm, torch_linear};

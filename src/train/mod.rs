@@ -1,17 +1,13 @@
-//! Training: the shared loop ([`fit`]) and run directory ([`RunDir`]), and the
-//! DalleBart trainer with its compiled step programs.
+//! Training machinery every model shares: the loop ([`fit`] over a
+//! [`Trainable`]), the loop's config section, the run directory and metrics.
+//! Each model's trainer lives in its own folder under `src/models/`.
 
 mod config;
 mod fit;
-pub mod init_from;
 mod metrics;
 mod run_dir;
-mod step;
-mod trainer;
 
-pub use config::{LoopConfig, TrainConfig};
+pub use config::LoopConfig;
 pub use fit::{fit, FitOptions, Outcome, StepRecord, Trainable};
 pub use metrics::{MetricsLog, StepMetrics, LOSS_PLOT_FILE, METRICS_FILE};
 pub use run_dir::{RunDir, CONFIG_FILE};
-pub use step::{compile_step_programs, StepLayout, StepPrograms, StepSetup};
-pub use trainer::Trainer;

@@ -4,7 +4,7 @@
 use clap::{Args, ValueEnum};
 use dalle_xla::data::{resolve, BadRow, DataCounts, DataFile, DataFormat, ParsedRow, RowSpec};
 use dalle_xla::models::dallebart::DalleBartConfig;
-use dalle_xla::train::TrainConfig;
+use dalle_xla::models::dallebart::TrainConfig;
 use std::path::PathBuf;
 
 #[derive(Args)]

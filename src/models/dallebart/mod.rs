@@ -1,11 +1,19 @@
-//! DalleBart: the seq2seq model that writes image tokens for a caption.
+//! DalleBart: the seq2seq model that writes image tokens for a caption, and
+//! its training (config, compiled step programs, the [`Trainer`]).
 
 mod config;
 pub mod flax;
+pub mod init_from;
 mod model;
 mod params;
+mod steps;
+mod train_config;
+mod trainer;
 
 pub use config::DalleBartConfig;
 pub use model::{CrossAttentionKv, DalleBart, DecoderCache};
 pub use params::{parameter_groups, parameter_specs};
 pub use flax::{load_weights_dir, ImportedDalleBart};
+pub use steps::{compile_step_programs, StepLayout, StepPrograms, StepSetup};
+pub use train_config::TrainConfig;
+pub use trainer::Trainer;

@@ -1,5 +1,5 @@
 //! The compiled programs of VQGAN training, replicated over the devices with
-//! gradients averaged by all-reduce (as `crate::train::step` does for DalleBart):
+//! gradients averaged by all-reduce (as `crate::models::dallebart::compile_step_programs` does for DalleBart):
 //!
 //! - `generator`: autoencoder update on reconstruction + perceptual + codebook
 //!   loss (the phase before `loss.disc_start`, no discriminator in the graph);

@@ -1,4 +1,4 @@
-//! The compiled programs of training, one XLA executable each, replicated over
+//! The compiled programs of DalleBart training, one XLA executable each, replicated over
 //! the devices:
 //! - `train_step`: forward, backward, gradient mean across replicas (all-reduce),
 //!   clipping and the optimizer update, parameters and state donated so the
@@ -9,7 +9,7 @@
 
 use crate::error::Result;
 use crate::graph::{grad, Graph, Tensor};
-use crate::models::dallebart::DalleBart;
+use super::DalleBart;
 use crate::nn::{ParamSpec, VarBuilder};
 use crate::optim::{clip_by_global_norm, Optimizer, StateSpec, StepScalars};
 use crate::pjrt::Client;

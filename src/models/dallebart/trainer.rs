@@ -1,16 +1,16 @@
 //! DalleBart training on a data-parallel set of devices: the compiled step
 //! programs, the weights on every device and the data loaders. The loop that
-//! drives it (logging, evaluation, checkpoints) is [`super::fit`].
+//! drives it (logging, evaluation, checkpoints) is [`crate::train::fit`].
 
-use super::config::TrainConfig;
-use super::fit::{StepRecord, Trainable};
-use super::step::{compile_step_programs, StepLayout, StepPrograms, StepSetup};
+use super::steps::{compile_step_programs, StepLayout, StepPrograms, StepSetup};
+use super::train_config::TrainConfig;
+use crate::train::{StepRecord, Trainable};
 use crate::checkpoint::{Checkpoint, CheckpointMeta};
 use crate::data::{Batch, DataPosition, Dataset, Loader, LoaderSpec};
 use crate::error::{Error, Result};
 use crate::graph::TensorType;
 use crate::host::HostTensor;
-use crate::models::dallebart::DalleBart;
+use super::DalleBart;
 use crate::nn::Precision;
 use crate::pjrt::{Buffer, Client};
 use crate::runtime::{download, Program};
