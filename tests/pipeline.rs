@@ -223,6 +223,6 @@ fn shipped_pipeline_configs_load() {
     let err = PipelineConfig::load(&path, &["preset=huge".to_string()]).expect_err("unknown preset");
     assert!(err.to_string().contains("unknown preset 'huge'"), "{err}");
     // The hand-training config on the pipeline's encoded data.
-    let (shapes, _) = dalle_xla::train::TrainConfig::load(&root.join("configs/shapes.yaml"), &[]).expect("configs/shapes.yaml loads");
+    let (shapes, _) = dalle_xla::models::dallebart::TrainConfig::load(&root.join("configs/shapes.yaml"), &[]).expect("configs/shapes.yaml loads");
     assert_eq!(shapes.model, default.dallebart.model);
 }

@@ -10,7 +10,7 @@
 use crate::config::{from_value, load_str, parse_overrides, set_path};
 use crate::error::{Error, Result};
 use crate::models::vqgan::VqganTrainConfig;
-use crate::train::TrainConfig;
+use crate::models::dallebart::TrainConfig;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 use std::collections::BTreeMap;

@@ -8,7 +8,7 @@ use super::{Context, StageEnd};
 use crate::error::{Error, Result};
 use crate::pipeline::config::paths;
 use crate::pipeline::stage::Stage;
-use crate::train::Trainer;
+use crate::models::dallebart::Trainer;
 
 pub fn run(cx: &Context) -> Result<StageEnd> {
     let mut config = cx.config.dallebart.clone();
