@@ -16,6 +16,7 @@ pub mod models;
 pub mod nn;
 pub mod host;
 pub mod optim;
+pub mod pipeline;
 pub mod pjrt;
 pub mod plot;
 pub mod runtime;

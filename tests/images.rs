@@ -281,3 +281,22 @@ fn a_generated_shapes_folder_loads_with_its_captions() {
     assert_eq!(rgb_to_hwc(&image).to_vec::<f32>().unwrap(), image_values(&batches[0].pixels, 0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_loader_started_at_a_batch_serves_what_an_uninterrupted_one_serves_from_there() {
+    let dir = temp_dir("start-batch");
+    for i in 0..10u8 {
+        write_captioned(&dir, &format!("{i}.png"), &png_bytes(&solid(4, 4, [i, i, i])), Some(&format!("image {i}")));
+    }
+    let batches = |start_batch: u64| -> Vec<(u64, Vec<String>)> {
+        let opts = LoaderOptions { seed: 3, shuffle: true, epochs: Some(3), start_batch, ..options(4, 3) };
+        ImageLoader::start(ImageIndex::open(&dir).unwrap(), opts).unwrap().map(|b| b.unwrap()).map(|b| (b.epoch, b.captions)).collect()
+    };
+    let all = batches(0);
+    // 10 images in batches of 3: four batches per epoch, the last one short.
+    assert_eq!(all.len(), 12);
+    for start in [1, 4, 5, 11] {
+        assert_eq!(batches(start), all[start as usize..].to_vec(), "starting at batch {start}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

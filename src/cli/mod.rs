@@ -8,6 +8,7 @@ mod data;
 mod demo;
 mod generate;
 mod info;
+mod pipeline;
 mod serve;
 mod sweep;
 mod tokenizer;
@@ -44,6 +45,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Serve a demo page and an HTTP API (dalle-mini's POST /generate) for a trained model.
     Serve(serve::ServeArgs),
+    /// Run the whole text-to-image recipe on the shapes world and write a judged report (resumable).
+    Pipeline(pipeline::PipelineArgs),
     /// Dataset tools: generate and check the shapes dataset, inspect parquet/JSONL files.
     Data(data::DataArgs),
     /// Train a BART-style byte-level BPE tokenizer (tokenizer.json) on captions.
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Decode(a) => vqgan::decode(a),
         Command::Generate(a) => generate::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Pipeline(a) => pipeline::run(a),
         Command::Data(a) => data::run(a),
         Command::Tokenizer(a) => tokenizer::run(a),
         Command::Convert(a) => convert::convert(a),

@@ -17,7 +17,7 @@
 //! with nothing left to draw is an error.
 
 mod axis;
-mod canvas;
+pub mod canvas;
 pub mod font;
 
 pub use axis::{format_sci, Axis, Scale, Tick};

@@ -40,6 +40,10 @@ pub struct LoaderOptions {
     pub workers: usize,
     /// Make an unreadable image or a missing caption an error instead of a skip.
     pub strict: bool,
+    /// Batches to pass over before serving (a resumed run's position): they
+    /// are skipped by index, without decoding, so the stream continues exactly
+    /// where an uninterrupted one would be when every image is readable.
+    pub start_batch: u64,
 }
 
 impl Default for LoaderOptions {
@@ -54,6 +58,7 @@ impl Default for LoaderOptions {
             prefetch: 4,
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8),
             strict: false,
+            start_batch: 0,
         }
     }
 }
@@ -165,7 +170,7 @@ impl ImageLoader {
         let len = index.records.len();
         let report = Arc::new(Mutex::new(SkipReport { skipped: index.skipped }));
         let (sender, receiver) = sync_channel(options.prefetch.max(1));
-        let worker = Worker { records: index.records, options, report: report.clone(), bad: HashSet::new() };
+        let worker = Worker { records: index.records, options, report: report.clone(), bad: HashSet::new(), skip: 0 };
         let thread = std::thread::Builder::new()
             .name("image-loader".into())
             .spawn(move || worker.run(sender))
@@ -246,11 +251,18 @@ struct Worker {
     report: Arc<Mutex<SkipReport>>,
     /// Records found unreadable, not decoded again in later epochs.
     bad: HashSet<usize>,
+    /// Records of the first epoch served to pass over (see `start_batch`).
+    skip: usize,
 }
 
 impl Worker {
     fn run(mut self, sender: SyncSender<Result<ImageBatch>>) {
-        let mut epoch = 0;
+        // Whole epochs, then whole batches of the next one, by count alone.
+        let len = self.records.len() as u64;
+        let batch = self.options.batch_size as u64;
+        let per_epoch = if self.options.drop_last { len / batch } else { len.div_ceil(batch) }.max(1);
+        let mut epoch = self.options.start_batch / per_epoch;
+        self.skip = ((self.options.start_batch % per_epoch) * batch) as usize;
         while self.options.epochs.is_none_or(|n| epoch < n) {
             match self.epoch(epoch, &sender) {
                 Ok(true) => epoch += 1,
@@ -272,7 +284,7 @@ impl Worker {
         let mut batches = 0;
         let order: Vec<usize> =
             epoch_order(self.records.len(), seed, epoch, shuffle).into_iter().filter(|i| !self.bad.contains(i)).collect();
-        let mut next = 0;
+        let mut next = std::mem::take(&mut self.skip).min(order.len());
         while next < order.len() {
             // Decode just enough candidates to fill the batch; failures are
             // replaced by the next ones in the order on the following round.

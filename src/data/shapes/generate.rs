@@ -42,14 +42,23 @@ pub fn file_stem(index: usize) -> String {
 /// Fails, naming the file, if `out_dir` holds an image of this index made
 /// with another seed or size, rather than mixing two datasets.
 pub fn generate(n: usize, size: u32, seed: u64, out_dir: &Path) -> Result<GenerateReport> {
+    generate_where(n, size, seed, out_dir, |_| true)
+}
+
+/// Like [`generate`], keeping only the scenes `keep` accepts: image `i` of
+/// the folder is the `i`-th accepted scene of the stream `seed`, so the
+/// folder is still a pure function of its arguments (and resumable). Used to
+/// make splits that leave some combinations out.
+pub fn generate_where(n: usize, size: u32, seed: u64, out_dir: &Path, keep: impl Fn(&Scene) -> bool) -> Result<GenerateReport> {
     if size < 16 {
         return Err(Error::Invalid(format!("shapes image size must be at least 16 pixels, got {size}")));
     }
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(format!("creating {}", out_dir.display()), e))?;
     let mut csv = String::from("path,caption\n");
     let (mut written, mut kept) = (0, 0);
+    let mut next_draw = 0u64;
     for index in 0..n {
-        let scene = scene_at(seed, index as u64);
+        let scene = next_kept(seed, &mut next_draw, &keep)?;
         let caption = scene.caption();
         let stem = file_stem(index);
         let png = out_dir.join(format!("{stem}.png"));
@@ -71,6 +80,25 @@ pub fn generate(n: usize, size: u32, seed: u64, out_dir: &Path) -> Result<Genera
     let captions_csv = out_dir.join("captions.csv");
     write_atomically(&captions_csv, csv.as_bytes())?;
     Ok(GenerateReport { written, kept, captions_csv })
+}
+
+/// Draws that may go by without one kept scene before the filter is judged
+/// to keep (almost) nothing, rather than looping for ever.
+const MAX_REJECTED_DRAWS: u64 = 100_000;
+
+/// The next scene of the stream `seed` from draw `*next` on that `keep` accepts.
+fn next_kept(seed: u64, next: &mut u64, keep: &impl Fn(&Scene) -> bool) -> Result<Scene> {
+    let start = *next;
+    loop {
+        let scene = scene_at(seed, *next);
+        *next += 1;
+        if keep(&scene) {
+            return Ok(scene);
+        }
+        if *next - start >= MAX_REJECTED_DRAWS {
+            return Err(Error::Invalid(format!("the scene filter accepted none of {MAX_REJECTED_DRAWS} scenes in a row (seed {seed})")));
+        }
+    }
 }
 
 /// Whether `png` and `txt` already hold this image; an error if they hold

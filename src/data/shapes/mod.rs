@@ -10,10 +10,12 @@ mod checker;
 mod generate;
 mod geometry;
 mod scene;
+mod split;
 mod vocab;
 
 pub use caption::{parse_caption, ShapeSpec};
 pub use checker::{check, check_specs, detect, CheckReport, Detected, Detection};
-pub use generate::{file_stem, generate, scene_at, GenerateReport};
+pub use generate::{file_stem, generate, generate_where, scene_at, GenerateReport};
 pub use scene::{Scene, ShapeObject};
+pub use split::{triple_phrase, HeldOut, Triple};
 pub use vocab::{Background, Color, Kind, Position, Size};

@@ -48,7 +48,7 @@ pub struct VqganTrainer {
     stop: Option<StopSignal>,
 }
 
-fn start_loader(config: &VqganTrainConfig, source: &str, seed: u64, shuffle: bool, epochs: Option<u64>) -> Result<ImageLoader> {
+fn start_loader(config: &VqganTrainConfig, source: &str, seed: u64, shuffle: bool, epochs: Option<u64>, start_batch: u64) -> Result<ImageLoader> {
     let index = ImageIndex::open(Path::new(source))?;
     let options = LoaderOptions {
         resolution: config.model.resolution as u32,
@@ -57,6 +57,7 @@ fn start_loader(config: &VqganTrainConfig, source: &str, seed: u64, shuffle: boo
         shuffle,
         epochs,
         workers: config.data.workers,
+        start_batch,
         ..Default::default()
     };
     ImageLoader::start(index, options)
@@ -98,11 +99,11 @@ impl VqganTrainer {
         let estimate = super::training_memory(&config, replicas)?;
         crate::runtime::memory::check_fits("this VQGAN config", &estimate, client.platform(), replicas, "lower model.resolution, model.ch or train.batch_size")?;
         // The data first: a dataset that cannot fill a batch fails before minutes of compiling.
-        let mut train_data = start_loader(&config, &config.data.images, config.train.seed, true, None)?;
+        let mut train_data = start_loader(&config, &config.data.images, config.train.seed, true, None, 0)?;
         train_data.wait_until_ready()?;
         let eval_data = match &config.data.eval_images {
             Some(source) => {
-                let loader = start_loader(&config, source, 0, false, Some(1))?;
+                let loader = start_loader(&config, source, 0, false, Some(1), 0)?;
                 let batches = loader.take(config.train.eval_batches.max(1) as usize).collect::<Result<Vec<_>>>()?;
                 if batches.is_empty() {
                     return Err(Error::Invalid(format!(
@@ -369,11 +370,10 @@ impl Trainable for VqganTrainer {
         let (g, d) = (pick(&self.steps.generator, GENERATOR)?, pick(&self.steps.discriminator, DISCRIMINATOR)?);
         self.upload(&g, &d)?;
         self.step = checkpoint.step;
-        // The image loader has no saved position: a resumed run continues with
-        // a shuffle seeded by (seed, step), deterministic but not the order an
-        // uninterrupted run would have seen.
-        let seed = self.config.train.seed ^ checkpoint.step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.train_data = start_loader(&self.config, &self.config.data.images, seed, true, None)?;
+        // One batch per update: the stream resumes after the batches already
+        // trained on, as an uninterrupted run would continue (exactly so when
+        // every image is readable).
+        self.train_data = start_loader(&self.config, &self.config.data.images, self.config.train.seed, true, None, checkpoint.step)?;
         if let Some(signal) = &self.stop {
             self.train_data.stop_on(signal.clone());
         }
