@@ -5,23 +5,15 @@ use super::training::progress_bar;
 use anyhow::Context;
 use clap::Args;
 use dalle_xla::generate::output::{grid, grid_file, image_file, OutputDir, RESULTS_FILE};
-use dalle_xla::generate::{load_dallebart, rerank, Flow, RunOptions, Sampler, SamplingSettings, TextToImage};
-use dalle_xla::models::clip::{Scorer, ScorerOptions};
-use dalle_xla::models::vqgan::{open_vqgan, VqganCodec};
-use dalle_xla::DType;
+use super::model_args::ModelArgs;
+use dalle_xla::generate::{rerank, Flow, RunOptions, SamplingSettings};
 use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// The DalleBart: a training run directory or URL (its newest committed checkpoint), or a model directory (dalle convert output or a released flax one).
-    #[arg(long)]
-    pub model: String,
-    /// Use the checkpoint of this step instead of the newest.
-    #[arg(long)]
-    pub step: Option<u64>,
-    /// The VQGAN: a model directory (converted or released flax), a weights file, or a run directory / URL.
-    #[arg(long)]
-    pub vqgan: String,
+    /// The models; with `--clip`, `--candidates` images are generated per prompt and the `--keep` best by CLIP score written.
+    #[command(flatten)]
+    pub models: ModelArgs,
     /// A prompt (repeatable).
     #[arg(long)]
     pub prompt: Vec<String>,
@@ -37,9 +29,6 @@ pub struct GenerateArgs {
     /// Replace files already in the output directory.
     #[arg(long)]
     pub overwrite: bool,
-    /// The caption tokenizer (tokenizer.json); default: the one the model was trained with.
-    #[arg(long)]
-    pub tokenizer: Option<String>,
     /// Softmax temperature (> 0).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub temperature: f32,
@@ -57,16 +46,6 @@ pub struct GenerateArgs {
     pub greedy: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Compute dtype for inference: f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
-    /// Images per device per sampler call.
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
-    /// Rerank with this CLIP checkpoint directory (transformers layout): generate
-    /// `--candidates` images per prompt, keep the `--keep` best by CLIP score.
-    #[arg(long)]
-    pub clip: Option<PathBuf>,
     /// Candidates generated per prompt when reranking (default: --n).
     #[arg(long, requires = "clip")]
     pub candidates: Option<usize>,
@@ -92,15 +71,6 @@ fn read_prompts(args: &GenerateArgs) -> anyhow::Result<Vec<String>> {
     Ok(prompts)
 }
 
-pub fn parse_dtype(name: &str) -> anyhow::Result<DType> {
-    match name {
-        "f32" => Ok(DType::F32),
-        "bf16" => Ok(DType::BF16),
-        "f16" => Ok(DType::F16),
-        other => anyhow::bail!("--dtype must be f32, bf16 or f16, got '{other}'"),
-    }
-}
-
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let prompts = read_prompts(&args)?;
     if args.n == 0 {
@@ -109,7 +79,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     // Without --clip every generated image is written; with it, `candidates`
     // are generated and the `keep` best written, best first.
     let candidates = args.candidates.unwrap_or(args.n);
-    let keep = if args.clip.is_some() { args.keep.unwrap_or(candidates) } else { args.n };
+    let keep = if args.models.clip.is_some() { args.keep.unwrap_or(candidates) } else { args.n };
     if candidates == 0 || keep == 0 {
         anyhow::bail!("--candidates and --keep must be at least 1");
     }
@@ -123,10 +93,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         top_p: args.top_p,
         condition_scale: args.condition_scale,
     };
-    let dtype = parse_dtype(&args.dtype)?;
-    let model = load_dallebart(&args.model, args.step)?;
-    settings.validate(model.config.image_vocab_size)?;
-    let text = model.text_encoder(args.tokenizer.as_deref())?;
+    let host = args.models.load_host()?;
+    let model_config = host.dallebart.config.clone();
+    let origin = host.dallebart.origin.clone();
+    settings.validate(model_config.image_vocab_size)?;
 
     let mut names = vec![RESULTS_FILE.to_string()];
     for p in 0..prompts.len() {
@@ -136,25 +106,15 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let out = OutputDir::prepare(&args.out, &names, args.overwrite)?;
 
     let client = args.device.client()?;
-    let (vqgan_config, vqgan_weights, vqgan_origin) = open_vqgan(&args.vqgan).with_context(|| format!("loading --vqgan {}", args.vqgan))?;
     let replicas = client.device_count();
-    let sampler = Sampler::new(&client, model.config.clone(), &model.weights, &model.origin, dtype, replicas)?;
-    let codec = VqganCodec::new(&client, vqgan_config, &vqgan_weights, &vqgan_origin, 1, replicas)?;
-    let t2i = TextToImage::new(sampler, text, codec)?;
-    let scorer = match &args.clip {
-        Some(dir) => Some(
-            Scorer::load(dir, &client, &ScorerOptions { images_per_device: args.batch, ..Default::default() })
-                .with_context(|| format!("loading the CLIP checkpoint --clip {}", dir.display()))?,
-        ),
-        None => None,
-    };
-    tracing::info!("generating {} image(s) for {} prompt(s) with {} on {replicas} device(s)", candidates * prompts.len(), prompts.len(), model.origin);
+    let (t2i, scorer) = args.models.build(&client, host)?;
+    tracing::info!("generating {} image(s) for {} prompt(s) with {} on {replicas} device(s)", candidates * prompts.len(), prompts.len(), origin);
 
-    let total = (prompts.len() * candidates) as u64 * model.config.image_length as u64;
+    let total = (prompts.len() * candidates) as u64 * model_config.image_length as u64;
     let bar = progress_bar(total, 0);
     bar.set_message("image tokens");
     // Report progress every 32 positions (a sixteenth of a 16x16 grid) without slowing small models down.
-    let run_options = RunOptions { rows_per_device: args.batch, chunk: 32, partial_tokens: false };
+    let run_options = RunOptions { rows_per_device: args.models.batch, chunk: 32, partial_tokens: false };
     let (results, timing) = t2i.generate(&prompts, candidates, args.seed, 0, &settings, &run_options, |p| {
         bar.set_position(p.tokens_done);
         Flow::Continue
@@ -192,9 +152,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             "prompt": r.prompt,
             "prompt_index": p,
             "seed": args.seed,
-            "model": model.origin,
+            "model": origin,
             "settings": settings,
-            "dtype": args.dtype,
+            "dtype": args.models.dtype,
             "images": files,
             "grid": grid_file(p),
             "tokens": r.tokens,
@@ -202,7 +162,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             "timing": timing,
         });
         let mut line = line;
-        if let (Some(dir), Some((scores, index, all))) = (&args.clip, &ranking[p]) {
+        if let (Some(dir), Some((scores, index, all))) = (&args.models.clip, &ranking[p]) {
             line["clip"] = dir.display().to_string().into();
             line["candidates"] = candidates.into();
             line["scores"] = serde_json::json!(scores);

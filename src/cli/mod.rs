@@ -8,6 +8,7 @@ mod data;
 mod demo;
 mod generate;
 mod info;
+mod model_args;
 mod pipeline;
 mod serve;
 mod sweep;
