@@ -3,7 +3,7 @@
 gives the reference logits of a fixture (tests/fixtures/released/*).
 
     dalle export tests/fixtures/released/dallebart_f16_scan /tmp/exported
-    /work/venvs/ref/bin/python tools/check_export.py /tmp/exported tests/fixtures/released/dallebart_f16_scan
+    ~/venvs/ref/bin/python tools/check_export.py /tmp/exported tests/fixtures/released/dallebart_f16_scan
 
 Run by hand in the environment of tools/make_released_fixtures.py.
 """

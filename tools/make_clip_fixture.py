@@ -10,10 +10,10 @@ uses to convert between the two (kernel -> weight transposed, scale ->
 weight, embedding -> weight).
 
 Run by hand (not in CI):
-    python3.11 -m venv /work/venvs/clip
-    /work/venvs/clip/bin/pip install jax==0.4.13 jaxlib==0.4.13 flax==0.6.11 \
+    python3.11 -m venv ~/venvs/clip
+    ~/venvs/clip/bin/pip install jax==0.4.13 jaxlib==0.4.13 flax==0.6.11 \
         transformers==4.25.1 tokenizers==0.13.3 numpy==1.26.4 safetensors pillow
-    /work/venvs/clip/bin/python tools/make_clip_fixture.py tests/fixtures/clip_tiny
+    ~/venvs/clip/bin/python tools/make_clip_fixture.py tests/fixtures/clip_tiny
 """
 import collections
 import json

@@ -5,12 +5,12 @@ tests/released_weights.rs.
 
 Run by hand (never by CI) in a virtual environment outside the project:
 
-    python3 -m venv /work/venvs/ref
-    /work/venvs/ref/bin/pip install jax==0.4.13 jaxlib==0.4.13 flax==0.6.11 optax==0.1.7 chex==0.1.82 \\
+    python3 -m venv ~/venvs/ref
+    ~/venvs/ref/bin/pip install jax==0.4.13 jaxlib==0.4.13 flax==0.6.11 optax==0.1.7 chex==0.1.82 \\
         ml_dtypes==0.2.0 orbax-checkpoint==0.2.3 tensorstore==0.1.45 transformers==4.25.1 tokenizers==0.13.3 \\
         numpy==1.26.4 scipy==1.11.4 einops unidecode ftfy emoji pillow safetensors msgpack
-    /work/venvs/ref/bin/pip install --no-deps dalle-mini==0.1.5
-    /work/venvs/ref/bin/python tools/make_released_fixtures.py
+    ~/venvs/ref/bin/pip install --no-deps dalle-mini==0.1.5
+    ~/venvs/ref/bin/python tools/make_released_fixtures.py
 
 Directories written (each like a released model: config.json, flax_model.msgpack, tokenizer files):
 - dallebart_f32, dallebart_f32_scan, dallebart_f16, dallebart_f16_scan: dalle-mini's DalleBart on a

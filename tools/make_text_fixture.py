@@ -5,7 +5,7 @@ tests/text_normalizer.rs.
 
 Run by hand in the reference environment described in tools/make_released_fixtures.py:
 
-    /work/venvs/ref/bin/python tools/make_text_fixture.py
+    ~/venvs/ref/bin/python tools/make_text_fixture.py
 
 Files: captions.jsonl (`category`, `caption`, dalle-mini's `normalized` text and `input_ids` padded to 64),
 tokenizer.json + the other tokenizer files (a byte-level BPE trained on the normalised captions),
