@@ -51,3 +51,22 @@ fn default_eval_batches() -> u64 {
 fn default_run_dir() -> String {
     "checkpoints/run".into()
 }
+
+impl LoopConfig {
+    /// Replicas for a trainer that runs on the client's first devices
+    /// (`train.devices`, 0 = all of `available`): checks that `train.device_ids`
+    /// is not asked of it (`trainer` names it) and that the batch splits evenly.
+    pub fn first_devices(&self, available: usize, trainer: &str) -> Result<usize, String> {
+        if !self.device_ids.is_empty() {
+            return Err(format!("train.device_ids is not supported by the {trainer} trainer: use train.devices (the first devices)"));
+        }
+        let replicas = if self.devices == 0 { available } else { self.devices };
+        if replicas > available {
+            return Err(format!("train.devices is {replicas} but the client has {available} devices"));
+        }
+        if self.batch_size % replicas != 0 {
+            return Err(format!("train.batch_size ({}) must be divisible by the {replicas} devices", self.batch_size));
+        }
+        Ok(replicas)
+    }
+}

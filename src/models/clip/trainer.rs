@@ -112,16 +112,7 @@ impl ClipTrainer {
     pub fn new(client: &Client, config: ClipTrainConfig) -> Result<ClipTrainer> {
         config.validate().map_err(Error::Invalid)?;
         let t = &config.train;
-        if !t.device_ids.is_empty() {
-            return Err(Error::Invalid("train.device_ids is not supported by the CLIP trainer: use train.devices (the first devices)".into()));
-        }
-        let replicas = if t.devices == 0 { client.device_count() } else { t.devices };
-        if replicas > client.device_count() {
-            return Err(Error::Invalid(format!("train.devices is {replicas} but the client has {} devices", client.device_count())));
-        }
-        if t.batch_size % replicas != 0 {
-            return Err(Error::Invalid(format!("train.batch_size ({}) must be divisible by the {replicas} devices", t.batch_size)));
-        }
+        let replicas = t.first_devices(client.device_count(), "CLIP").map_err(Error::Invalid)?;
         let (tokenizer, tokenizer_json) = open_tokenizer(&config)?;
         let model = Clip::new(config.model.clone());
         let optimizer = config.optimizer.build().map_err(Error::Invalid)?;

@@ -85,16 +85,7 @@ impl VqganTrainer {
     pub fn new(client: &Client, config: VqganTrainConfig) -> Result<VqganTrainer> {
         config.validate().map_err(Error::Invalid)?;
         let t = &config.train;
-        if !t.device_ids.is_empty() {
-            return Err(Error::Invalid("train.device_ids is not supported by the VQGAN trainer: use train.devices (the first devices)".into()));
-        }
-        let replicas = if t.devices == 0 { client.device_count() } else { t.devices };
-        if replicas > client.device_count() {
-            return Err(Error::Invalid(format!("train.devices is {replicas} but the client has {} devices", client.device_count())));
-        }
-        if t.batch_size % replicas != 0 {
-            return Err(Error::Invalid(format!("train.batch_size ({}) must be divisible by the {replicas} devices", t.batch_size)));
-        }
+        let replicas = t.first_devices(client.device_count(), "VQGAN").map_err(Error::Invalid)?;
         // Before allocating weights or compiling: absurd sizes become an error, not an abort.
         let estimate = super::training_memory(&config, replicas)?;
         crate::runtime::memory::check_fits("this VQGAN config", &estimate, client.platform(), replicas, "lower model.resolution, model.ch or train.batch_size")?;
