@@ -8,7 +8,7 @@ use futures::Stream;
 use std::convert::Infallible;
 use tokio::sync::watch;
 
-/// `queued {position}`, `progress {tokens_done, tokens_total, preview?}`, then `done <response>` or `error {error, status}`.
+/// `queued {position}` always first, then `progress {tokens_done, tokens_total, preview?}`, then `done <response>` or `error {error, status}`.
 pub fn event_stream(status: watch::Receiver<Status>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stream = futures::stream::unfold((status, true, false), |(mut status, first, finished)| async move {
         if finished {
@@ -17,6 +17,13 @@ pub fn event_stream(status: watch::Receiver<Status>) -> Sse<impl Stream<Item = R
         if !first && status.changed().await.is_err() {
             let event = Event::default().event("error").json_data(serde_json::json!({"error": "the model worker stopped", "status": 500})).ok()?;
             return Some((Ok(event), (status, false, true)));
+        }
+        // Every stream opens with `queued`, even when the worker picked the job
+        // up before the client read anything: the newer state is left unseen
+        // so the next turn delivers it at once.
+        if first && !matches!(*status.borrow(), Status::Queued { .. }) {
+            let event = Event::default().event("queued").json_data(serde_json::json!({ "position": 0 })).ok()?;
+            return Some((Ok(event), (status, false, false)));
         }
         let current = status.borrow_and_update().clone();
         let event = match &current {
