@@ -19,9 +19,8 @@ const MINI: &[&str] = &[
     "shapes.train_images=48",
     "shapes.heldout_images=12",
     "shapes.held_out_fraction=0.2",
-    "vqgan.model.ch=32",
-    "vqgan.model.z_channels=32",
-    "vqgan.model.embed_dim=4",
+    "vqgan.model.fsq_levels=[4,4,2]",
+    "vqgan.model.embed_dim=3",
     "vqgan.model.n_embed=32",
     "vqgan.model.attn_resolutions=[]",
     "vqgan.model.ch_mult=[1,1,1]",
@@ -46,6 +45,20 @@ const MINI: &[&str] = &[
     "dallebart.checkpoint.every_steps=2",
     "dallebart.optimizer.schedule.warmup_steps=2",
     "dallebart.optimizer.schedule.transition_steps=6",
+    "clip.model.text.hidden_size=32",
+    "clip.model.text.intermediate_size=32",
+    "clip.model.text.num_hidden_layers=1",
+    "clip.model.vision.hidden_size=32",
+    "clip.model.vision.intermediate_size=32",
+    "clip.model.vision.num_hidden_layers=1",
+    "clip.model.vision.patch_size=8",
+    "clip.model.projection_dim=16",
+    "clip.train.batch_size=8",
+    "clip.train.steps=6",
+    "clip.train.log_every=1",
+    "clip.train.eval_every=3",
+    "clip.train.eval_batches=1",
+    "clip.checkpoint.every_steps=2",
     "generate.heldout_prompts=6",
     "generate.train_prompts=4",
     "generate.images_per_prompt=2",
@@ -100,7 +113,8 @@ fn report_without_times(run: &Path) -> serde_json::Value {
     report
 }
 
-const STAGES: [&str; 7] = ["shapes", "vqgan", "encode", "dallebart", "generate", "judge", "report"];
+const STAGES: [&str; 8] = ["shapes", "vqgan", "encode", "dallebart", "clip", "generate", "judge", "report"];
+const TRAINING_STAGES: [&str; 3] = ["vqgan", "dallebart", "clip"];
 
 #[test]
 fn pipeline_completes_and_a_run_killed_in_every_stage_ends_with_the_same_report() {
@@ -111,7 +125,7 @@ fn pipeline_completes_and_a_run_killed_in_every_stage_ends_with_the_same_report(
     }
     let report = report_without_times(&reference);
     let rows = report["rows"].as_array().expect("rows");
-    for row in ["real", "vqgan", "generated", "shuffled"] {
+    for row in ["real", "vqgan", "generated", "reranked", "shuffled"] {
         for split in ["heldout", "train"] {
             let found = rows.iter().find(|r| r["row"] == row && r["split"] == split);
             let found = found.unwrap_or_else(|| panic!("report.json has no {row}/{split} row: {report:#}"));
@@ -123,13 +137,15 @@ fn pipeline_completes_and_a_run_killed_in_every_stage_ends_with_the_same_report(
     let fidelity = |row: &str| rows.iter().find(|r| r["row"] == row && r["split"] == "heldout").expect("row")["fidelity"].as_f64().expect("number");
     assert!(fidelity("real") > fidelity("shuffled"), "real {} vs shuffled {}", fidelity("real"), fidelity("shuffled"));
     let md = std::fs::read_to_string(reference.join("report.md")).expect("report.md");
-    for needle in ["real images (the checker's ceiling)", "VQGAN reconstructions", "shuffled captions", "report/grid.png", "report/loss_vqgan.png", "report/loss_dallebart.png", "| total |"] {
+    for needle in ["real images (the checker's ceiling)", "VQGAN reconstructions", "reranked (keep 1 of N)", "shuffled captions", "report/grid.png", "report/loss_vqgan.png", "report/loss_dallebart.png", "report/loss_clip.png", "| total |"] {
         assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
     }
-    for picture in ["report/grid.png", "report/loss_vqgan.png", "report/loss_dallebart.png"] {
+    for picture in ["report/grid.png", "report/loss_vqgan.png", "report/loss_dallebart.png", "report/loss_clip.png"] {
         let image = image::open(reference.join(picture)).unwrap_or_else(|e| panic!("{picture}: {e}"));
         assert!(image.width() > 50 && image.height() > 50, "{picture} is {}x{}", image.width(), image.height());
     }
+
+    reranking_keeps_the_candidate_clip_scores_best(&reference, 2);
 
     // A second run of the same command does nothing but skip.
     let again = run_to_end(&reference, &[]);
@@ -143,14 +159,14 @@ fn pipeline_completes_and_a_run_killed_in_every_stage_ends_with_the_same_report(
         let mut process = TrainProcess::spawn(pipeline_command(&killed, &[]));
         process.wait_for_line(&format!("stage {stage} started"), PROCESS_TIMEOUT).unwrap_or_else(|| panic!("the pipeline ended before stage {stage}"));
         // Training stages: after a committed checkpoint and a few more steps.
-        if stage == "vqgan" || stage == "dallebart" {
+        if TRAINING_STAGES.contains(&stage) {
             process.wait_for_line(&format!("{stage}: step 3 "), PROCESS_TIMEOUT);
         }
         // The quick stages may finish before the kill lands; either way the
         // rerun below must end where an uninterrupted run does.
         process.kill();
         let (status, log) = process.finish(PROCESS_TIMEOUT);
-        if stage == "vqgan" || stage == "dallebart" {
+        if TRAINING_STAGES.contains(&stage) {
             assert!(!status.success(), "the pipeline was not killed in stage {stage}; log:\n{}", log.join("\n"));
         }
     }
@@ -161,6 +177,31 @@ fn pipeline_completes_and_a_run_killed_in_every_stage_ends_with_the_same_report(
 
     held_out_captions_never_occur_in_training(&reference);
     bad_input_is_refused(&reference);
+}
+
+/// The reranked verdict of each prompt is the verdict on the candidate with
+/// the highest CLIP score that the generate stage wrote.
+fn reranking_keeps_the_candidate_clip_scores_best(run: &Path, per_prompt: usize) {
+    let details = std::fs::read_to_string(run.join("judge/details.jsonl")).expect("details.jsonl");
+    let lines: Vec<serde_json::Value> = details.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let verdict = |row: &str, split: &str, index: usize| {
+        let found = lines.iter().find(|d| d["row"] == row && d["split"] == split && d["index"] == index);
+        found.unwrap_or_else(|| panic!("no {row}/{split}/{index} in details.jsonl"))["judgement"].clone()
+    };
+    let mut checked = 0;
+    for split in ["heldout", "train"] {
+        let dir = run.join("generated").join(split);
+        for i in 0.. {
+            let Ok(text) = std::fs::read_to_string(dir.join(format!("{i:06}_scores.json"))) else { break };
+            let scores: Vec<f64> = serde_json::from_str(&text).expect("a list of scores");
+            assert_eq!(scores.len(), per_prompt);
+            assert!(scores.iter().all(|s| s.is_finite()), "{scores:?}");
+            let best = (0..per_prompt).fold(0, |b, k| if scores[k] > scores[b] { k } else { b });
+            assert_eq!(verdict("reranked", split, i), verdict("generated", split, i * per_prompt + best), "{split} prompt {i}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 6 + 4, "one scores file per judged prompt");
 }
 
 /// Checked from the files the shapes stage wrote.

@@ -114,3 +114,104 @@ fn unreadable_images_are_skipped_counted_and_named() {
     assert!(text.contains("broken.png") && text.contains("truncated.png"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Finite scalar quantization against a plain-Rust reference of Mentzer et
+/// al.'s bound-and-round: the grid values, the mixed-radix token, the lookup
+/// back from tokens, every code reachable, and the straight-through gradient.
+#[test]
+fn finite_scalar_quantization_rounds_to_the_grid_and_its_tokens_decode_back() {
+    let levels = vec![4i64, 3, 2];
+    let config = VqganConfig { fsq_levels: levels.clone(), embed_dim: 3, n_embed: 24, resolution: 16, ..VqganConfig::tiny() };
+    config.validate().unwrap();
+    let g = Graph::new("fsq");
+    let z = g.param("z", DType::F32, &[2, 4, 4, 3]);
+    let vb = VarBuilder::new(&g, DType::F32);
+    let model = Vqgan::new(config);
+    let q = model.quantize(&vb, &z).unwrap();
+    assert!(vb.specs().is_empty(), "no codebook parameter: {:?}", vb.specs().iter().map(|s| &s.name).collect::<Vec<_>>());
+    let looked_up = model.lookup(&vb, &q.indices).unwrap();
+    let dz = grad(&q.z_q.sum_all().unwrap(), &[&z]).unwrap().remove(0);
+    // Wide enough to reach both ends of every channel's range.
+    let zv = random(&mut rng(9), DType::F32, &[2, 4, 4, 3], -4.0, 4.0);
+    let out = compile(&g, &[&q.z_q, &q.indices, &looked_up, &dz, &q.codebook_loss]).run(&[&zv]).unwrap();
+    let (zq, tokens, back, dz) = (out[0].to_f64_vec(), out[1].to_vec::<i32>().unwrap(), out[2].to_f64_vec(), out[3].to_f64_vec());
+    assert_eq!(out[1].shape, vec![2, 16]);
+    assert_eq!(out[4].to_f64_vec(), vec![0.0], "FSQ has no codebook loss");
+    let mut seen = std::collections::BTreeSet::new();
+    for (m, v) in zv.to_f64_vec().chunks(3).enumerate() {
+        let mut token = 0i64;
+        let mut place = 1i64;
+        for (d, &l) in levels.iter().enumerate() {
+            let half_range = (l as f64 - 1.0) * (1.0 - 1e-3) / 2.0;
+            let offset = if l % 2 == 0 { 0.5 } else { 0.0 };
+            let bounded = (v[d] + (offset / half_range).tan()).tanh() * half_range - offset;
+            let value = bounded.round();
+            let half_width = (l / 2) as f64;
+            let digit = value + half_width;
+            assert!((0.0..l as f64).contains(&digit), "channel {d}: digit {digit} outside 0..{l}");
+            assert!((zq[m * 3 + d] - value / half_width).abs() < 1e-6, "vector {m} channel {d}: {} vs {}", zq[m * 3 + d], value / half_width);
+            // Straight through: d(z_q)/dz is the bound's slope over the grid's half width.
+            let slope = (1.0 - (v[d] + (offset / half_range).tan()).tanh().powi(2)) * half_range / half_width;
+            assert!((dz[m * 3 + d] - slope).abs() < 1e-5, "gradient of vector {m} channel {d}: {} vs {slope}", dz[m * 3 + d]);
+            token += digit as i64 * place;
+            place *= l;
+        }
+        assert_eq!(tokens[m] as i64, token, "token of vector {m}");
+        seen.insert(token);
+    }
+    assert_close(&back, &zq, 1e-6, "lookup(tokens) vs the quantized latents");
+
+    // The 24 tokens decode to 24 distinct grid points in [-1, 1].
+    let grid_config = VqganConfig { fsq_levels: levels.clone(), embed_dim: 3, n_embed: 24, resolution: 8, ch_mult: vec![1, 1, 1], ..VqganConfig::tiny() };
+    assert_eq!(grid_config.image_length(), 4);
+    let g = Graph::new("fsq_codes");
+    let t = g.param("tokens", DType::I32, &[6, 4]);
+    let vb = VarBuilder::new(&g, DType::F32);
+    let points = Vqgan::new(grid_config).lookup(&vb, &t).unwrap();
+    let all: Vec<i32> = (0..24).collect();
+    let out = compile(&g, &[&points]).run(&[&HostTensor::new(&[6, 4], &all).unwrap()]).unwrap();
+    let p = out[0].to_f64_vec();
+    let distinct: std::collections::BTreeSet<Vec<i64>> = p.chunks(3).map(|c| c.iter().map(|v| (v * 1000.0).round() as i64).collect()).collect();
+    assert_eq!(distinct.len(), 24, "24 tokens decode to 24 distinct grid points");
+    assert!(p.iter().all(|v| (-1.0..=1.0).contains(v)));
+    assert!(seen.len() > 8, "random latents reach many codes: {seen:?}");
+}
+
+#[test]
+fn fsq_and_l2_code_settings_are_checked() {
+    let fsq = |levels: Vec<i64>, embed_dim: i64, n_embed: i64| VqganConfig { fsq_levels: levels, embed_dim, n_embed, ..VqganConfig::tiny() }.validate();
+    assert!(fsq(vec![8, 6, 5], 3, 240).is_ok());
+    assert!(fsq(vec![8, 6, 5], 4, 240).unwrap_err().contains("model.embed_dim (4) must equal the number of model.fsq_levels"));
+    assert!(fsq(vec![8, 6, 5], 3, 256).unwrap_err().contains("model.n_embed (256) must equal the product"));
+    assert!(fsq(vec![8, 1, 5], 3, 40).unwrap_err().contains("model.fsq_levels entries must be at least 2, got 1"));
+    let both = VqganConfig { fsq_levels: vec![4, 4], embed_dim: 2, n_embed: 16, l2_codes: true, ..VqganConfig::tiny() };
+    assert!(both.validate().unwrap_err().contains("model.l2_codes"));
+    let groups = VqganConfig { norm_groups: 5, ..VqganConfig::tiny() };
+    assert!(groups.validate().unwrap_err().contains("model.norm_groups"));
+}
+
+/// With `l2_codes` the lookup is by cosine similarity and the quantized
+/// vectors are unit-length codebook rows.
+#[test]
+fn l2_codes_pick_the_most_similar_direction() {
+    let config = VqganConfig { l2_codes: true, ..small_config() };
+    let g = Graph::new("l2_codes");
+    let z = g.param("z", DType::F32, &[1, 2, 2, 4]);
+    let vb = VarBuilder::new(&g, DType::F32);
+    let q = Vqgan::new(config).quantize(&vb, &z).unwrap();
+    let mut rng = rng(10);
+    let zv = random(&mut rng, DType::F32, &[1, 2, 2, 4], -1.0, 1.0);
+    let cv = random(&mut rng, DType::F32, &[8, 4], -1.0, 1.0);
+    let out = compile(&g, &[&q.z_q, &q.indices]).run(&[&zv, &cv]).unwrap();
+    let (z, c, zq, idx) = (zv.to_f64_vec(), cv.to_f64_vec(), out[0].to_f64_vec(), out[1].to_vec::<i32>().unwrap());
+    let unit = |v: &[f64]| {
+        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v.iter().map(|x| x / n).collect::<Vec<_>>()
+    };
+    for (m, v) in z.chunks(4).enumerate() {
+        let cosine = |k: usize| unit(v).iter().zip(unit(&c[k * 4..k * 4 + 4])).map(|(a, b)| a * b).sum::<f64>();
+        let best = (0..8).max_by(|a, b| cosine(*a).total_cmp(&cosine(*b))).unwrap();
+        assert_eq!(idx[m] as usize, best, "most similar code of vector {m}");
+        assert_close(&zq[m * 4..m * 4 + 4], &unit(&c[best * 4..best * 4 + 4]), 1e-5, "unit codebook row");
+    }
+}

@@ -9,6 +9,7 @@
 
 use crate::config::{from_value, load_str, parse_overrides, set_path};
 use crate::error::{Error, Result};
+use crate::models::clip::ClipTrainConfig;
 use crate::models::vqgan::VqganTrainConfig;
 use crate::models::dallebart::TrainConfig;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,8 @@ pub struct PipelineConfig {
     pub tokenizer: TokenizerConfig,
     pub vqgan: VqganTrainConfig,
     pub dallebart: TrainConfig,
+    /// The CLIP that reranks generated images, trained on the training split.
+    pub clip: ClipTrainConfig,
     pub generate: GenerateConfig,
     #[serde(default)]
     pub report: ReportConfig,
@@ -69,7 +72,7 @@ pub struct GenerateConfig {
     pub heldout_prompts: usize,
     /// Training captions to generate for (the first ones of the training split).
     pub train_prompts: usize,
-    /// Images sampled per prompt; reranking keeps the best one.
+    /// Images sampled per prompt; CLIP reranking keeps the best one.
     pub images_per_prompt: usize,
     #[serde(default = "one_f64")]
     pub temperature: f64,
@@ -119,6 +122,9 @@ pub mod paths {
     pub const ENCODED_HELDOUT: &str = "encoded/heldout";
     pub const TOKENIZER: &str = "encoded/tokenizer.json";
     pub const DALLEBART_RUN: &str = "dallebart";
+    pub const CLIP_RUN: &str = "clip";
+    /// The trained CLIP as a Hugging Face directory (what `dalle clip score --clip` reads).
+    pub const CLIP_MODEL: &str = "clip/model";
     pub const GENERATED: &str = "generated";
     pub const JUDGE: &str = "judge";
     pub const REPORT_DIR: &str = "report";
@@ -140,6 +146,9 @@ fn owned_keys() -> Vec<(&'static str, Value)> {
         ("dallebart.data.eval_files", Value::Sequence(vec![s(paths::ENCODED_HELDOUT)])),
         ("dallebart.data.tokenizer", s(paths::TOKENIZER)),
         ("dallebart.train.run_dir", s(paths::DALLEBART_RUN)),
+        ("clip.data.images", s(paths::SHAPES_TRAIN)),
+        ("clip.data.eval_images", s(paths::SHAPES_HELDOUT)),
+        ("clip.train.run_dir", s(paths::CLIP_RUN)),
     ]
 }
 
@@ -230,6 +239,10 @@ impl PipelineConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.vqgan.validate().map_err(|e| format!("vqgan.{e}"))?;
         self.dallebart.validate().map_err(|e| format!("dallebart.{e}"))?;
+        self.clip.validate().map_err(|e| format!("clip.{e}"))?;
+        if self.clip.data.tokenizer.is_some() {
+            return Err("clip.data.tokenizer: the pipeline's CLIP trains its own tokenizer on the training captions; leave it out".into());
+        }
         let s = &self.shapes;
         if s.size < 16 {
             return Err(format!("shapes.size must be at least 16 pixels, got {}", s.size));

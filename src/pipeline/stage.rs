@@ -9,13 +9,14 @@ pub enum Stage {
     Vqgan,
     Encode,
     Dallebart,
+    Clip,
     Generate,
     Judge,
     Report,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [Stage::Shapes, Stage::Vqgan, Stage::Encode, Stage::Dallebart, Stage::Generate, Stage::Judge, Stage::Report];
+    pub const ALL: [Stage; 8] = [Stage::Shapes, Stage::Vqgan, Stage::Encode, Stage::Dallebart, Stage::Clip, Stage::Generate, Stage::Judge, Stage::Report];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -23,6 +24,7 @@ impl Stage {
             Stage::Vqgan => "vqgan",
             Stage::Encode => "encode",
             Stage::Dallebart => "dallebart",
+            Stage::Clip => "clip",
             Stage::Generate => "generate",
             Stage::Judge => "judge",
             Stage::Report => "report",
@@ -43,7 +45,8 @@ impl Stage {
             Stage::Vqgan => "train the VQGAN",
             Stage::Encode => "train the caption tokenizer and encode both splits with the VQGAN",
             Stage::Dallebart => "train DalleBart on the encoded training split",
-            Stage::Generate => "generate images for held-out and training captions (super-conditioning)",
+            Stage::Clip => "train CLIP on the training split's images and captions (to rerank generated images)",
+            Stage::Generate => "generate images for held-out and training captions (super-conditioning), scored by CLIP",
             Stage::Judge => "judge real, reconstructed, generated and mismatched images with the shapes checker",
             Stage::Report => "write report.md, report.json and the pictures",
         }
@@ -58,6 +61,7 @@ impl Stage {
             Stage::Vqgan => &[VQGAN_RUN],
             Stage::Encode => &["encoded"],
             Stage::Dallebart => &[DALLEBART_RUN],
+            Stage::Clip => &[CLIP_RUN],
             Stage::Generate => &[GENERATED],
             Stage::Judge => &[JUDGE],
             Stage::Report => &[REPORT_DIR, REPORT_MD, REPORT_JSON],
@@ -73,6 +77,7 @@ impl Stage {
             "vqgan" => Some(Stage::Vqgan),
             "tokenizer" => Some(Stage::Encode),
             "dallebart" => Some(Stage::Dallebart),
+            "clip" => Some(Stage::Clip),
             "generate" => Some(Stage::Generate),
             "report" => Some(Stage::Report),
             _ => None,

@@ -36,7 +36,8 @@ pub struct ClipTrainer {
     eval_data: Vec<(HostTensor, HostTensor)>,
 }
 
-fn start_loader(config: &ClipTrainConfig, source: &str, seed: u64, shuffle: bool, epochs: Option<u64>) -> Result<ImageLoader> {
+/// `start_batch` batches of the stream are skipped (those a resumed run already trained on).
+fn start_loader(config: &ClipTrainConfig, source: &str, seed: u64, shuffle: bool, epochs: Option<u64>, start_batch: u64) -> Result<ImageLoader> {
     let index = ImageIndex::open(Path::new(source))?;
     let options = LoaderOptions {
         resolution: config.model.vision.image_size as u32,
@@ -45,6 +46,7 @@ fn start_loader(config: &ClipTrainConfig, source: &str, seed: u64, shuffle: bool
         shuffle,
         epochs,
         workers: config.data.workers,
+        start_batch,
         ..Default::default()
     };
     ImageLoader::start(index, options)
@@ -128,10 +130,10 @@ impl ClipTrainer {
             std: config.data.image_std,
         })?;
         tracing::info!("compiled the CLIP training programs for {replicas} device(s) in {:.1?}", started.elapsed());
-        let train_data = start_loader(&config, &config.data.images, config.train.seed, true, None)?;
+        let train_data = start_loader(&config, &config.data.images, config.train.seed, true, None, 0)?;
         let mut trainer = ClipTrainer { config, replicas, tokenizer, tokenizer_json, steps, state: vec![], step: 0, train_data, eval_data: vec![] };
         if let Some(source) = trainer.config.data.eval_images.clone() {
-            let loader = start_loader(&trainer.config, &source, 0, false, Some(1))?;
+            let loader = start_loader(&trainer.config, &source, 0, false, Some(1), 0)?;
             for batch in loader.take(trainer.config.train.eval_batches.max(1) as usize) {
                 let batch = batch?;
                 let ids = trainer.token_ids(&batch)?;
@@ -317,10 +319,10 @@ impl Trainable for ClipTrainer {
             .collect::<Result<Vec<_>>>()?;
         self.upload(&values)?;
         self.step = checkpoint.step;
-        // The image loader has no saved position: as the VQGAN trainer, a resumed
-        // run continues with a shuffle seeded by (seed, step).
-        let seed = self.config.train.seed ^ checkpoint.step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.train_data = start_loader(&self.config, &self.config.data.images, seed, true, None)?;
+        // One batch per update: the stream resumes after the batches already
+        // trained on, as an uninterrupted run would continue (exactly so when
+        // every image is readable).
+        self.train_data = start_loader(&self.config, &self.config.data.images, self.config.train.seed, true, None, checkpoint.step)?;
         Ok(())
     }
 

@@ -1,7 +1,6 @@
 //! The VQGAN building blocks (taming-transformers' `diffusionmodules/model.py`),
 //! NHWC activations and flax-named HWIO kernels as in vqgan-jax.
 
-use super::config::GROUPS;
 use crate::graph::{Result, Tensor};
 use crate::nn::{Init, VarBuilder};
 use crate::DType;
@@ -33,11 +32,11 @@ pub fn conv1(vb: &VarBuilder, x: &Tensor, c_in: i64, c_out: i64) -> Result<Tenso
     conv(vb, x, c_in, c_out, 1, 1, [(0, 0), (0, 0)])
 }
 
-/// GroupNorm over `GROUPS` channel groups of NHWC `x`, with `scale` and `bias`.
-pub fn group_norm(vb: &VarBuilder, x: &Tensor, channels: i64) -> Result<Tensor> {
+/// GroupNorm over `groups` channel groups of NHWC `x`, with `scale` and `bias`.
+pub fn group_norm(vb: &VarBuilder, x: &Tensor, channels: i64, groups: i64) -> Result<Tensor> {
     let s = x.shape().to_vec();
     let (n, h, w) = (s[0], s[1], s[2]);
-    let grouped = x.cast(DType::F32)?.reshape(&[n, h, w, GROUPS, channels / GROUPS])?;
+    let grouped = x.cast(DType::F32)?.reshape(&[n, h, w, groups, channels / groups])?;
     let mean = grouped.mean(&[1, 2, 4], true)?;
     let centered = grouped.sub(&mean)?;
     let var = centered.square()?.mean(&[1, 2, 4], true)?;
@@ -49,20 +48,20 @@ pub fn group_norm(vb: &VarBuilder, x: &Tensor, channels: i64) -> Result<Tensor> 
 
 /// Pre-activation residual block: norm, swish, conv, norm, swish, conv, plus a
 /// 1x1 `nin_shortcut` of the input when the channel count changes.
-pub fn resnet_block(vb: &VarBuilder, x: &Tensor, c_in: i64, c_out: i64) -> Result<Tensor> {
-    let h = swish(&group_norm(&vb.pp("norm1"), x, c_in)?)?;
+pub fn resnet_block(vb: &VarBuilder, x: &Tensor, c_in: i64, c_out: i64, groups: i64) -> Result<Tensor> {
+    let h = swish(&group_norm(&vb.pp("norm1"), x, c_in, groups)?)?;
     let h = conv3(&vb.pp("conv1"), &h, c_in, c_out)?;
-    let h = swish(&group_norm(&vb.pp("norm2"), &h, c_out)?)?;
+    let h = swish(&group_norm(&vb.pp("norm2"), &h, c_out, groups)?)?;
     let h = conv3(&vb.pp("conv2"), &h, c_out, c_out)?;
     let residual = if c_in == c_out { x.clone() } else { conv1(&vb.pp("nin_shortcut"), x, c_in, c_out)? };
     h.add(&residual)
 }
 
 /// Single-head self-attention over all pixels, with 1x1-conv projections.
-pub fn attn_block(vb: &VarBuilder, x: &Tensor, c: i64) -> Result<Tensor> {
+pub fn attn_block(vb: &VarBuilder, x: &Tensor, c: i64, groups: i64) -> Result<Tensor> {
     let s = x.shape().to_vec();
     let (n, hw) = (s[0], s[1] * s[2]);
-    let h = group_norm(&vb.pp("norm"), x, c)?;
+    let h = group_norm(&vb.pp("norm"), x, c, groups)?;
     let q = conv1(&vb.pp("q"), &h, c, c)?.reshape(&[n, hw, c])?;
     let k = conv1(&vb.pp("k"), &h, c, c)?.reshape(&[n, hw, c])?;
     let v = conv1(&vb.pp("v"), &h, c, c)?.reshape(&[n, hw, c])?;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// GroupNorm groups in every normalisation layer (fixed by the reference).
+/// GroupNorm groups of the reference (taming and vqgan-jax fix it at 32).
 pub const GROUPS: i64 = 32;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,10 +30,31 @@ pub struct VqganConfig {
     /// Weight of the commitment term `|z - sg(e)|^2` in the codebook loss.
     #[serde(default = "default_beta")]
     pub beta: f64,
+    /// Compare latents and codes by cosine similarity: both are scaled to
+    /// unit length before the lookup (ViT-VQGAN's l2-normalised codes).
+    /// Every code then lies where the encoder's outputs can reach it, which
+    /// keeps most of a small codebook in use in short trainings; off, the
+    /// quantizer is taming's (and the released checkpoints').
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub l2_codes: bool,
+    /// GroupNorm groups in the autoencoder's normalisation layers (32 in
+    /// the reference). With as many groups as channels each channel is
+    /// normalised alone over the image, which erases a flat image's colour
+    /// from the features: small models of flat synthetic images want fewer.
+    #[serde(default = "default_groups")]
+    pub norm_groups: i64,
+    /// Finite scalar quantization instead of the learnt codebook: the values
+    /// per latent channel, e.g. `[8, 8, 4]` (`embed_dim` = their count,
+    /// `n_embed` = their product). Empty: taming's codebook.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fsq_levels: Vec<i64>,
 }
 
 fn three() -> i64 {
     3
+}
+fn default_groups() -> i64 {
+    GROUPS
 }
 fn default_beta() -> f64 {
     0.25
@@ -54,6 +75,9 @@ impl VqganConfig {
             in_channels: 3,
             out_ch: 3,
             beta: 0.25,
+            l2_codes: false,
+            norm_groups: GROUPS,
+            fsq_levels: vec![],
         }
     }
 
@@ -114,9 +138,13 @@ impl VqganConfig {
         if self.num_res_blocks == 0 {
             return Err("model.num_res_blocks must be at least 1".into());
         }
+        let groups = self.norm_groups;
+        if groups <= 0 {
+            return Err(format!("model.norm_groups must be positive, got {groups}"));
+        }
         for (name, channels) in [("ch", self.ch), ("z_channels", self.z_channels)] {
-            if channels % GROUPS != 0 {
-                return Err(format!("model.{name} ({channels}) must be a multiple of the {GROUPS} GroupNorm groups"));
+            if channels % groups != 0 {
+                return Err(format!("model.{name} ({channels}) must be a multiple of the {groups} GroupNorm groups (model.norm_groups)"));
             }
         }
         if self.resolution % self.downsample_factor() != 0 {
@@ -126,6 +154,22 @@ impl VqganConfig {
                 self.downsample_factor(),
                 self.num_resolutions()
             ));
+        }
+        if !self.fsq_levels.is_empty() {
+            let levels = &self.fsq_levels;
+            if let Some(l) = levels.iter().find(|l| **l < 2) {
+                return Err(format!("model.fsq_levels entries must be at least 2, got {l}"));
+            }
+            if self.embed_dim != levels.len() as i64 {
+                return Err(format!("model.embed_dim ({}) must equal the number of model.fsq_levels ({})", self.embed_dim, levels.len()));
+            }
+            let product = levels.iter().try_fold(1i64, |p, l| p.checked_mul(*l).filter(|p| *p <= 1 << 24));
+            if product != Some(self.n_embed) {
+                return Err(format!("model.n_embed ({}) must equal the product of model.fsq_levels {levels:?}", self.n_embed));
+            }
+            if self.l2_codes {
+                return Err("model.l2_codes applies to the learnt codebook; leave it out with model.fsq_levels".into());
+            }
         }
         if !(self.beta >= 0.0) {
             return Err(format!("model.beta must be non-negative, got {}", self.beta));

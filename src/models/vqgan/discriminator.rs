@@ -55,7 +55,7 @@ impl DiscriminatorConfig {
             let out = self.ndf * (1 << layer.min(3));
             let stride = if layer < self.n_layers { 2 } else { 1 };
             h = conv(&vb.pp(&format!("conv_{layer}")), &h, channels, out, 4, stride, pad)?;
-            h = leaky_relu(&group_norm(&vb.pp(&format!("norm_{layer}")), &h, out)?)?;
+            h = leaky_relu(&group_norm(&vb.pp(&format!("norm_{layer}")), &h, out, super::config::GROUPS)?)?;
             channels = out;
         }
         conv(&vb.pp(&format!("conv_{}", self.n_layers + 1)), &h, channels, 1, 4, 1, pad)

@@ -52,6 +52,9 @@ pub fn config_from_hf(c: &Value, origin: &str) -> Result<VqganConfig> {
         in_channels: int("in_channels", Some(3))?,
         out_ch: int("out_ch", Some(3))?,
         beta: 0.25,
+        l2_codes: false,
+        norm_groups: super::config::GROUPS,
+        fsq_levels: vec![],
     };
     config.validate().map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
     Ok(config)

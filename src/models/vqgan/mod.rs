@@ -6,6 +6,7 @@ mod config;
 mod dataset;
 mod discriminator;
 pub mod flax;
+mod fsq;
 mod losses;
 mod lpips;
 mod memory;

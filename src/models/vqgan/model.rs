@@ -10,6 +10,7 @@
 
 use super::blocks::{attn_block, conv1, conv3, downsample, group_norm, resnet_block, swish, upsample};
 use super::config::VqganConfig;
+use super::fsq;
 use crate::graph::{Result, Tensor};
 use crate::nn::{Init, VarBuilder};
 
@@ -50,10 +51,10 @@ impl Vqgan {
             let down = enc.pp(&format!("down_{level}"));
             let block_out = self.level_channels(level);
             for j in 0..c.num_res_blocks {
-                h = resnet_block(&down.pp(&format!("block_{j}")), &h, block_in, block_out)?;
+                h = resnet_block(&down.pp(&format!("block_{j}")), &h, block_in, block_out, c.norm_groups)?;
                 block_in = block_out;
                 if c.attn_resolutions.contains(&res) {
-                    h = attn_block(&down.pp(&format!("attn_{j}")), &h, block_in)?;
+                    h = attn_block(&down.pp(&format!("attn_{j}")), &h, block_in, c.norm_groups)?;
                 }
             }
             if level + 1 != c.num_resolutions() {
@@ -62,7 +63,7 @@ impl Vqgan {
             }
         }
         h = self.mid(&enc.pp("mid"), &h, block_in)?;
-        h = swish(&group_norm(&enc.pp("norm_out"), &h, block_in)?)?;
+        h = swish(&group_norm(&enc.pp("norm_out"), &h, block_in, c.norm_groups)?)?;
         h = conv3(&enc.pp("conv_out"), &h, block_in, c.z_channels)?;
         conv1(&vb.pp("quant_conv"), &h, c.z_channels, c.embed_dim)
     }
@@ -80,10 +81,10 @@ impl Vqgan {
             let up = dec.pp(&format!("up_{level}"));
             let block_out = self.level_channels(level);
             for j in 0..=c.num_res_blocks {
-                h = resnet_block(&up.pp(&format!("block_{j}")), &h, block_in, block_out)?;
+                h = resnet_block(&up.pp(&format!("block_{j}")), &h, block_in, block_out, c.norm_groups)?;
                 block_in = block_out;
                 if c.attn_resolutions.contains(&res) {
-                    h = attn_block(&up.pp(&format!("attn_{j}")), &h, block_in)?;
+                    h = attn_block(&up.pp(&format!("attn_{j}")), &h, block_in, c.norm_groups)?;
                 }
             }
             if level != 0 {
@@ -91,20 +92,31 @@ impl Vqgan {
                 res *= 2;
             }
         }
-        h = swish(&group_norm(&dec.pp("norm_out"), &h, block_in)?)?;
+        h = swish(&group_norm(&dec.pp("norm_out"), &h, block_in, c.norm_groups)?)?;
         conv3(&dec.pp("conv_out"), &h, block_in, c.out_ch)
     }
 
     fn mid(&self, vb: &VarBuilder, h: &Tensor, channels: i64) -> Result<Tensor> {
-        let h = resnet_block(&vb.pp("block_1"), h, channels, channels)?;
-        let h = attn_block(&vb.pp("attn_1"), &h, channels)?;
-        resnet_block(&vb.pp("block_2"), &h, channels, channels)
+        let groups = self.config.norm_groups;
+        let h = resnet_block(&vb.pp("block_1"), h, channels, channels, groups)?;
+        let h = attn_block(&vb.pp("attn_1"), &h, channels, groups)?;
+        resnet_block(&vb.pp("block_2"), &h, channels, channels, groups)
     }
 
-    /// The codebook `[n_embed, embed_dim]`, initialised uniform in ±1/n_embed as in taming.
+    /// The codebook `[n_embed, embed_dim]`, initialised uniform in ±1/n_embed
+    /// as in taming; scaled to unit rows with `l2_codes`.
     pub fn codebook(&self, vb: &VarBuilder) -> Result<Tensor> {
         let c = &self.config;
-        vb.pp("quantize.embedding").get("embedding", &[c.n_embed, c.embed_dim], Init::Uniform(1.0 / c.n_embed as f64))
+        let codebook = vb.pp("quantize.embedding").get("embedding", &[c.n_embed, c.embed_dim], Init::Uniform(1.0 / c.n_embed as f64))?;
+        self.on_sphere(&codebook)
+    }
+
+    /// With `l2_codes`, `x` scaled to unit length along its last axis; otherwise `x`.
+    fn on_sphere(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.config.l2_codes {
+            return Ok(x.clone());
+        }
+        x.mul(&x.square()?.sum(&[-1], true)?.add_scalar(1e-12)?.rsqrt()?)
     }
 
     /// Index of the nearest codebook entry for every latent vector, by
@@ -112,7 +124,7 @@ impl Vqgan {
     pub fn nearest_codes(&self, vb: &VarBuilder, z: &Tensor) -> Result<Tensor> {
         let d = self.config.embed_dim;
         let codebook = self.codebook(vb)?;
-        let flat = z.reshape_infer(&[-1, d])?.stop_gradient()?;
+        let flat = self.on_sphere(z)?.reshape_infer(&[-1, d])?.stop_gradient()?;
         let z2 = flat.square()?.sum(&[1], true)?;
         let e2 = codebook.square()?.sum(&[1], false)?.unsqueeze(0)?;
         let ze = flat.matmul(&codebook.stop_gradient()?.transpose(&[1, 0])?)?;
@@ -120,15 +132,22 @@ impl Vqgan {
         distance.neg()?.argmax(1)
     }
 
-    /// Snaps latents `[N, g, g, D]` to their nearest codebook entries.
+    /// Snaps latents `[N, g, g, D]` to their nearest codebook entries (or,
+    /// with `fsq_levels`, to the finite scalar grid).
     pub fn quantize(&self, vb: &VarBuilder, z: &Tensor) -> Result<Quantized> {
         let shape = z.shape().to_vec();
+        if !self.config.fsq_levels.is_empty() {
+            let (z_q, tokens) = fsq::quantize(z, &self.config.fsq_levels)?;
+            let indices = tokens.reshape(&[shape[0], shape[1] * shape[2]])?;
+            return Ok(Quantized { z_q, indices, codebook_loss: z.graph.scalar(0.0, crate::DType::F32) });
+        }
         let flat_indices = self.nearest_codes(vb, z)?;
+        let z = self.on_sphere(z)?;
         let e = self.codebook(vb)?.take(&flat_indices, 0)?.reshape(&shape)?;
         let codebook_term = z.stop_gradient()?.sub(&e)?.square()?.mean_all()?;
         let commitment = z.sub(&e.stop_gradient()?)?.square()?.mean_all()?;
         let codebook_loss = codebook_term.add(&commitment.scale(self.config.beta)?)?;
-        let z_q = z.add(&e.sub(z)?.stop_gradient()?)?;
+        let z_q = z.add(&e.sub(&z)?.stop_gradient()?)?;
         let indices = flat_indices.reshape(&[shape[0], shape[1] * shape[2]])?;
         Ok(Quantized { z_q, indices, codebook_loss })
     }
@@ -138,6 +157,9 @@ impl Vqgan {
         let c = &self.config;
         let n = indices.dim(0)?;
         let g = c.grid_size();
+        if !c.fsq_levels.is_empty() {
+            return fsq::lookup(&indices.reshape(&[n, g, g])?, &c.fsq_levels);
+        }
         self.codebook(vb)?.take(&indices.reshape(&[n * g * g])?, 0)?.reshape(&[n, g, g, c.embed_dim])
     }
 

@@ -27,9 +27,9 @@ use crate::runtime::{Program, ProgramOptions};
 use crate::DType;
 
 /// Statistics the `generator` program returns, in order (one f32 vector).
-pub const GENERATOR_STATS: [&str; 5] = ["loss", "l1", "perceptual", "codebook", "grad_norm"];
+pub const GENERATOR_STATS: [&str; 6] = ["loss", "l1", "perceptual", "codebook", "codes_used", "grad_norm"];
 /// Statistics of `generator_gan`.
-pub const GENERATOR_GAN_STATS: [&str; 7] = ["loss", "l1", "perceptual", "codebook", "g_loss", "d_weight", "grad_norm"];
+pub const GENERATOR_GAN_STATS: [&str; 8] = ["loss", "l1", "perceptual", "codebook", "codes_used", "g_loss", "d_weight", "grad_norm"];
 /// Statistics of `discriminator`.
 pub const DISCRIMINATOR_STATS: [&str; 4] = ["d_loss", "logits_real", "logits_fake", "d_grad_norm"];
 
@@ -157,6 +157,9 @@ struct GeneratorTerms {
     l1: Tensor,
     perceptual: Tensor,
     codebook: Tensor,
+    /// Share of the codebook chosen at least once in the step's batch; a
+    /// small share is codebook collapse, which caps reconstruction quality.
+    codes_used: Tensor,
     /// `pixel_weight * l1 + perceptual_weight * perceptual` (taming's `nll_loss`).
     nll: Tensor,
     params: Vec<ParamSpec>,
@@ -178,7 +181,15 @@ fn generator_terms(g: &Graph, images: &Tensor, s: &VqganSetup) -> GraphResult<Ge
         None => (g.scalar(0.0, DType::F32), Vec::new()),
     };
     let nll = l1.scale(s.loss.pixel_weight)?.add(&perceptual.scale(s.loss.perceptual_weight)?)?;
-    Ok(GeneratorTerms { recon, l1, perceptual, codebook: q.codebook_loss, nll, params, param_tensors, frozen })
+    let codes_used = codebook_usage(&q.indices, s.model.config.n_embed, s.replicas)?;
+    Ok(GeneratorTerms { recon, l1, perceptual, codebook: q.codebook_loss, codes_used, nll, params, param_tensors, frozen })
+}
+
+/// Share of the `n_embed` codes that `indices` (all replicas together) choose at least once.
+fn codebook_usage(indices: &Tensor, n_embed: i64, replicas: usize) -> GraphResult<Tensor> {
+    let counts = Tensor::one_hot(&indices.reshape_infer(&[-1])?, n_embed, DType::F32)?.sum(&[0], false)?;
+    let counts = if replicas > 1 { crate::graph::all_reduce_sum(&counts)? } else { counts };
+    counts.gt(&counts.zeros_like()?)?.cast(DType::F32)?.mean_all()
 }
 
 fn compile(client: &Client, g: &Graph, outs: &[Tensor], replicas: usize, donate: std::ops::Range<usize>) -> Result<Program> {
@@ -200,7 +211,8 @@ impl VqganSteps {
         let (state, state_specs, lr, count) = state_and_scalars(&g, &t.params, s.generator_optimizer);
         let (mut outs, new_state, norm) = update(&loss, &t.param_tensors, &state, s.generator_optimizer, s.generator_clip, &lr, &count, n)?;
         outs.extend(new_state);
-        let stats = [&loss, &t.l1, &t.perceptual, &t.codebook].iter().map(|x| replica_mean(x, n)).collect::<GraphResult<Vec<_>>>()?;
+        let mut stats = [&loss, &t.l1, &t.perceptual, &t.codebook].iter().map(|x| replica_mean(x, n)).collect::<GraphResult<Vec<_>>>()?;
+        stats.push(t.codes_used.clone());
         outs.push(stack(&[stats, vec![norm]].concat())?);
         let first_state = 1 + t.params.len() + t.frozen.len();
         let donated: Vec<usize> = (1..1 + t.params.len()).chain(first_state..first_state + state_specs.len()).collect();
@@ -253,7 +265,9 @@ impl VqganSteps {
         let (state, state_specs, lr, count) = state_and_scalars(&g, &t.params, s.generator_optimizer);
         let (mut outs, new_state, norm) = update(&loss, &t.param_tensors, &state, s.generator_optimizer, s.generator_clip, &lr, &count, n)?;
         outs.extend(new_state);
-        let stats = [&loss, &t.l1, &t.perceptual, &t.codebook, &g_loss, &d_weight].iter().map(|x| replica_mean(x, n)).collect::<GraphResult<Vec<_>>>()?;
+        let mut stats = [&loss, &t.l1, &t.perceptual, &t.codebook].iter().map(|x| replica_mean(x, n)).collect::<GraphResult<Vec<_>>>()?;
+        stats.push(t.codes_used.clone());
+        stats.extend([&g_loss, &d_weight].iter().map(|x| replica_mean(x, n)).collect::<GraphResult<Vec<_>>>()?);
         outs.push(stack(&[stats, vec![norm]].concat())?);
         outs.push(t.recon.stop_gradient()?);
         let first_state = 1 + t.params.len() + t.frozen.len() + d_count;

@@ -1,8 +1,10 @@
 //! Stage `generate`: `images_per_prompt` images for each judged prompt
 //! (held-out and training captions) with super-conditioning, through the
-//! library's text-to-image API. Written prompt by prompt as
-//! `generated/<split>/<prompt>_<candidate>.png`; a rerun skips prompts whose
-//! images are all there. Prompt `i` of a split always samples with the same
+//! library's text-to-image API, each scored by the pipeline's CLIP against
+//! its prompt. Written prompt by prompt as
+//! `generated/<split>/<prompt>_<candidate>.png` and
+//! `generated/<split>/<prompt>_scores.json`; a rerun skips prompts whose
+//! images and scores are all there. Prompt `i` of a split always samples with the same
 //! keys, so how the work was cut into sessions changes no image.
 
 use super::judge::prompts;
@@ -11,6 +13,7 @@ use super::{Context, StageEnd};
 use crate::data::TextEncoder;
 use crate::error::{Error, Result};
 use crate::generate::{load_dallebart, Flow, RunOptions, SamplingSettings, Sampler, TextToImage};
+use crate::models::clip::{Scorer, ScorerOptions};
 use crate::models::vqgan::{open_vqgan, VqganCodec};
 use crate::pipeline::config::paths;
 use crate::pipeline::run::write_atomically;
@@ -28,6 +31,27 @@ pub fn image_name(i: usize, k: usize) -> String {
     format!("{i:06}_{k:02}.png")
 }
 
+/// File of prompt `i`'s CLIP scores, one per candidate in candidate order.
+pub fn scores_name(i: usize) -> String {
+    format!("{i:06}_scores.json")
+}
+
+/// Prompt `i`'s CLIP scores as the generate stage wrote them (`n` of them).
+pub fn read_scores(dir: &Path, i: usize, n: usize) -> Result<Vec<f32>> {
+    let path = dir.join(scores_name(i));
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let scores: Vec<f32> = serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{} is not a list of scores: {e}", path.display())))?;
+    if scores.len() != n {
+        return Err(Error::Invalid(format!("{} holds {} scores for {n} images; rerun the generate stage with --restart", path.display(), scores.len())));
+    }
+    Ok(scores)
+}
+
+/// The candidate CLIP scores best (the first of equals).
+pub fn best_candidate(scores: &[f32]) -> usize {
+    scores.iter().enumerate().fold(0, |best, (k, s)| if *s > scores[best] { k } else { best })
+}
+
 pub fn run(cx: &Context) -> Result<StageEnd> {
     let g = &cx.config.generate;
     let heldout = cx.run.input(Stage::Generate, paths::SHAPES_HELDOUT, Stage::Shapes)?;
@@ -35,6 +59,7 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
     let vqgan_run = cx.run.input(Stage::Generate, paths::VQGAN_RUN, Stage::Vqgan)?;
     let tokenizer = cx.run.input(Stage::Generate, paths::TOKENIZER, Stage::Encode)?;
     let model_run = cx.run.input(Stage::Generate, paths::DALLEBART_RUN, Stage::Dallebart)?;
+    let clip_model = cx.run.input(Stage::Generate, paths::CLIP_MODEL, Stage::Clip)?;
 
     let model = load_dallebart(&path_string(&model_run), None)?;
     let devices = cx.client.device_count();
@@ -43,6 +68,7 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
     let (vq_config, vq_weights, vq_origin) = open_vqgan(&path_string(&vqgan_run))?;
     let codec = VqganCodec::new(cx.client, vq_config, &vq_weights, &vq_origin, 8, devices)?;
     let t2i = TextToImage::new(sampler, text, codec)?;
+    let scorer = Scorer::load(&clip_model, cx.client, &ScorerOptions { devices: 1, ..ScorerOptions::default() })?;
     let settings = SamplingSettings {
         sample: true,
         temperature: g.temperature as f32,
@@ -57,7 +83,8 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
         let records = prompts(&dir, n)?;
         let out = cx.run.path(paths::GENERATED).join(split);
         std::fs::create_dir_all(&out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
-        let missing: Vec<usize> = (0..records.len()).filter(|&i| (0..g.images_per_prompt).any(|k| !out.join(image_name(i, k)).exists())).collect();
+        let done = |i: usize| out.join(scores_name(i)).exists() && (0..g.images_per_prompt).all(|k| out.join(image_name(i, k)).exists());
+        let missing: Vec<usize> = (0..records.len()).filter(|&i| !done(i)).collect();
         for chunk in missing.chunks(PROMPTS_PER_CALL) {
             if let Some(reason) = cx.stop.reason() {
                 return Ok(StageEnd::Stopped(reason));
@@ -77,7 +104,10 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
                     for (k, image) in prompt.images.iter().enumerate() {
                         save_png(image, &out.join(image_name(i, k)))?;
                     }
-
+                    // Written last: its presence marks the prompt done.
+                    let scores = scorer.score(&records[i].caption, &prompt.images)?;
+                    let json = serde_json::to_vec(&scores).map_err(|e| Error::Invalid(format!("serialising CLIP scores: {e}")))?;
+                    write_atomically(&out.join(scores_name(i)), &json)?;
                 }
             }
             tracing::info!("generate {split}: {} of {} prompts done", missing.iter().position(|&m| m == chunk[chunk.len() - 1]).map_or(0, |p| p + 1) + records.len() - missing.len(), records.len());
@@ -87,6 +117,7 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
         "images_per_prompt": g.images_per_prompt,
         "condition_scale": g.condition_scale,
         "temperature": g.temperature,
+        "reranked_by": "the pipeline's CLIP (clip/model)",
     })))
 }
 

@@ -10,7 +10,7 @@
 //! Each on the held-out prompts and on as many training prompts.
 
 use super::vqgan::path_string;
-use super::generate::image_name;
+use super::generate::{best_candidate, image_name, read_scores};
 use super::{Context, StageEnd};
 use crate::data::images::{hwc_to_rgb, rgb_to_hwc, ImageIndex, ImageRecord};
 use crate::data::shapes::{parse_caption, ShapeSpec};
@@ -175,15 +175,22 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
         rows.push(scores("vqgan", split, &vq));
 
         let mut sampled = Vec::new();
+        let mut reranked = Vec::new();
         for (i, r) in records.iter().enumerate() {
+            let dir = generated.join(split);
+            let mut candidates = Vec::with_capacity(g.images_per_prompt);
             for k in 0..g.images_per_prompt {
-                let path = generated.join(split).join(image_name(i, k));
-                let j = judge(&open_rgb(&path)?, &r.caption)?;
+                let j = judge(&open_rgb(&dir.join(image_name(i, k)))?, &r.caption)?;
                 note(Detail { row: "generated", split, index: i * g.images_per_prompt + k, caption: &r.caption, judgement: j });
-                sampled.push(j);
+                candidates.push(j);
             }
+            let best = candidates[best_candidate(&read_scores(&dir, i, g.images_per_prompt)?)];
+            note(Detail { row: "reranked", split, index: i, caption: &r.caption, judgement: best });
+            reranked.push(best);
+            sampled.extend(candidates);
         }
         rows.push(scores("generated", split, &sampled));
+        rows.push(scores("reranked", split, &reranked));
 
         // Each image against the next one's caption: deterministic, and
         // (with distinct neighbours) never its own.

@@ -2,6 +2,7 @@
 //! error names the stage that makes a missing one), writes its outputs
 //! resumably, and returns the figures it measured for the report.
 
+mod clip;
 mod dallebart;
 mod encode;
 mod generate;
@@ -42,6 +43,7 @@ pub fn run_stage(stage: Stage, cx: &Context) -> Result<StageEnd> {
         Stage::Vqgan => vqgan::run(cx),
         Stage::Encode => encode::run(cx),
         Stage::Dallebart => dallebart::run(cx),
+        Stage::Clip => clip::run(cx),
         Stage::Generate => generate::run(cx),
         Stage::Judge => judge::run(cx),
         Stage::Report => report::run(cx),

@@ -2,6 +2,7 @@
 //! directory, and under `report/` the grid of held-out prompts with their
 //! images and the loss curves of the training stages.
 
+use super::generate::{image_name, read_scores};
 use super::judge::{prompts, RowScores, JUDGE_FILE, RECONSTRUCTIONS};
 use super::{Context, StageEnd};
 use crate::error::{Error, Result};
@@ -37,7 +38,7 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
 
     let mut curves = Vec::new();
-    for (stage, run, eval_name) in [(Stage::Vqgan, paths::VQGAN_RUN, "held-out MSE"), (Stage::Dallebart, paths::DALLEBART_RUN, "held-out loss")] {
+    for (stage, run, eval_name) in [(Stage::Vqgan, paths::VQGAN_RUN, "held-out MSE"), (Stage::Dallebart, paths::DALLEBART_RUN, "held-out loss"), (Stage::Clip, paths::CLIP_RUN, "held-out loss")] {
         let file = format!("loss_{stage}.png");
         if loss_curve(&cx.run.path(run).join(METRICS_FILE), &dir.join(&file), &format!("{stage}: {}", stage.title()), eval_name)? {
             curves.push((stage, format!("{}/{file}", paths::REPORT_DIR)));
@@ -77,7 +78,7 @@ fn markdown(cx: &Context, rows: &[RowScores], stages: &[StageRecord], curves: &[
     md.push_str(&format!(
         "Preset `{}`: {}x{} images, a VQGAN of {} tokens per image from {} codes, DalleBart with d_model {} and {}+{} layers. \
          {held} of the 216 (colour, shape, position) triples never occur in training; the held-out prompts each name at least one of them. \
-         {} held-out and {} training prompts, {} images sampled per prompt.\n\n",
+         {} held-out and {} training prompts, {} images sampled per prompt and ranked by a CLIP trained on the training split ({} parameters).\n\n",
         c.preset,
         c.shapes.size,
         c.shapes.size,
@@ -89,6 +90,7 @@ fn markdown(cx: &Context, rows: &[RowScores], stages: &[StageRecord], curves: &[
         c.generate.heldout_prompts,
         c.generate.train_prompts,
         c.generate.images_per_prompt,
+        stages.iter().find(|s| s.stage == "clip").and_then(|s| s.summary.get("parameters")).map_or("-".to_string(), |v| v.to_string()),
     ));
     md.push_str("## Fidelity\n\nShare of images whose caption the shapes checker accepts (every object found with its shape, colour, size and position, and nothing else).\n\n");
     md.push_str("| | held-out captions | training captions |\n| --- | ---: | ---: |\n");
@@ -106,7 +108,7 @@ fn markdown(cx: &Context, rows: &[RowScores], stages: &[StageRecord], curves: &[
             }
         }
     }
-    md.push_str(&format!("\n## Held-out prompts\n\nThe first {shown} held-out prompts: the real image, its VQGAN reconstruction, then images generated for the prompt.\n\n![grid]({grid})\n"));
+    md.push_str(&format!("\n## Held-out prompts\n\nThe first {shown} held-out prompts: the real image, its VQGAN reconstruction, then images generated for the prompt, best first by the pipeline's CLIP (the first one is what reranking keeps).\n\n![grid]({grid})\n"));
     if !curves.is_empty() {
         md.push_str("\n## Loss curves\n\n");
         for (stage, file) in curves {
@@ -171,12 +173,19 @@ fn grid_picture(cx: &Context, out: &Path) -> Result<usize> {
         ("real".into(), records.iter().map(|r| r.path.clone()).collect()),
         ("VQGAN".into(), (0..n).map(|i| cx.run.path(RECONSTRUCTIONS).join("heldout").join(format!("{i:06}.png"))).collect()),
     ];
+    // Each prompt's samples best first by CLIP score, as reranking keeps them.
     let generated = cx.run.path(paths::GENERATED).join("heldout");
-    for k in 0..cx.config.generate.images_per_prompt.min(6) {
-        let files: Vec<_> = (0..n).map(|i| generated.join(format!("{i:06}_{k:02}.png"))).collect();
-        if files.iter().all(|f| f.exists()) {
-            columns.push((format!("sample {}", k + 1), files));
-        }
+    let per_prompt = cx.config.generate.images_per_prompt;
+    let mut ranked = Vec::with_capacity(n);
+    for i in 0..n {
+        let scores = read_scores(&generated, i, per_prompt)?;
+        let mut order: Vec<usize> = (0..per_prompt).collect();
+        order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+        ranked.push(order);
+    }
+    for rank in 0..per_prompt.min(6) {
+        let title = if rank == 0 { "CLIP's best".to_string() } else { format!("CLIP rank {}", rank + 1) };
+        columns.push((title, (0..n).map(|i| generated.join(image_name(i, ranked[i][rank]))).collect()));
     }
     let width = text_w + columns.len() as u32 * (side + gap) + gap;
     let height = header + n as u32 * (side + gap) + gap;
