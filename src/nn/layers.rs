@@ -56,11 +56,13 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     half.mul(&x.scale(std::f64::consts::FRAC_1_SQRT_2)?.erf()?.add_scalar(1.0)?)
 }
 
-/// Softmax cross-entropy of `logits [..., V]` against integer `labels [...]`, averaged.
+/// Softmax cross-entropy of `logits [..., V]` against integer `labels [...]`
+/// (each in `0..V`), averaged: `logsumexp(logits) - logits[label]`. Gathering
+/// the label's logit instead of multiplying the log-softmax by a one-hot
+/// keeps the `[..., V]` one-hot and log-softmax (16385 wide for DalleBart)
+/// out of the program.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let logits = logits.cast(DType::F32)?;
-    let logp = logits.log_softmax(-1)?;
-    let vocab = logits.dim(-1)?;
-    let onehot = Tensor::one_hot(labels, vocab, DType::F32)?;
-    logp.mul(&onehot)?.sum(&[-1], false)?.mean_all()?.neg()
+    let picked = logits.take_along_axis(&labels.unsqueeze(labels.rank() as i64)?, -1)?;
+    logits.logsumexp(-1)?.sub(&picked)?.mean_all()
 }
