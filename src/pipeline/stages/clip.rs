@@ -2,10 +2,10 @@
 //! images and captions (loss also on the held-out split) and exports it as a
 //! Hugging Face directory, `clip/model`, which the generate stage reranks with.
 
-use super::training::{final_losses, train, TrainingRun};
+use super::training::{final_losses, train};
 use super::vqgan::path_string;
 use super::{Context, StageEnd};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::models::clip::{export_hf, ClipTrainer};
 use crate::pipeline::config::paths;
 use crate::pipeline::stage::Stage;
@@ -19,17 +19,7 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
     config.data.eval_images = Some(path_string(&cx.run.input(Stage::Clip, paths::SHAPES_HELDOUT, Stage::Shapes)?));
     config.train.run_dir = path_string(&cx.run.path(paths::CLIP_RUN));
     let mut trainer = ClipTrainer::new(cx.client, config.clone())?;
-    let yaml = serde_yaml::to_string(&config).map_err(|e| Error::Invalid(format!("serialising the CLIP config: {e}")))?;
-    let t = TrainingRun {
-        what: "clip",
-        run_dir: &config.train.run_dir,
-        config_yaml: yaml,
-        train: &config.train,
-        checkpoint: &config.checkpoint,
-        storage: &config.storage,
-        stop: cx.stop,
-    };
-    let run = match train(&mut trainer, &t)? {
+    let run = match train(&mut trainer, "clip", &config, cx.stop)? {
         Ok(run) => run,
         Err(end) => return Ok(end),
     };

@@ -2,7 +2,7 @@
 //! on the encoded training split; its evaluation loss is measured on the
 //! held-out split, so it tracks generalisation to unseen combinations.
 
-use super::training::{final_losses, train, TrainingRun};
+use super::training::{final_losses, train};
 use super::vqgan::path_string;
 use super::{Context, StageEnd};
 use crate::error::{Error, Result};
@@ -26,17 +26,7 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
     config.data.tokenizer = Some(path_string(&tokenizer));
     config.train.run_dir = path_string(&cx.run.path(paths::DALLEBART_RUN));
     let mut trainer = Trainer::new(cx.client, config.clone())?;
-    let yaml = serde_yaml::to_string(&config).map_err(|e| Error::Invalid(format!("serialising the DalleBart config: {e}")))?;
-    let t = TrainingRun {
-        what: "dallebart",
-        run_dir: &config.train.run_dir,
-        config_yaml: yaml,
-        train: &config.train,
-        checkpoint: &config.checkpoint,
-        storage: &config.storage,
-        stop: cx.stop,
-    };
-    let run = match train(&mut trainer, &t)? {
+    let run = match train(&mut trainer, "dallebart", &config, cx.stop)? {
         Ok(run) => run,
         Err(end) => return Ok(end),
     };

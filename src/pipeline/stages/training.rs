@@ -1,4 +1,4 @@
-//! What the two training stages share: open the run through the shared run
+//! What the three training stages share: open the run through the shared run
 //! directory (resuming its newest checkpoint), train with the shared loop,
 //! log progress, and turn the outcome into a stage end.
 
@@ -8,25 +8,40 @@ use crate::error::{Error, Result};
 use crate::storage::StorageOptions;
 use crate::train::{fit, FitOptions, LoopConfig, Outcome, RunDir, StepMetrics, Trainable};
 
-pub struct TrainingRun<'a> {
-    pub what: &'a str,
-    pub run_dir: &'a str,
-    pub config_yaml: String,
-    pub train: &'a LoopConfig,
-    pub checkpoint: &'a CheckpointConfig,
-    pub storage: &'a StorageOptions,
-    pub stop: &'a StopSignal,
+/// What the shared training needs of a stage's training config.
+pub trait StageTraining: serde::Serialize {
+    fn sections(&self) -> (&LoopConfig, &CheckpointConfig, &StorageOptions);
 }
 
-/// Trains `model` to the end of its schedule; `Ok(Err(end))` when stopped.
-pub fn train(model: &mut dyn Trainable, t: &TrainingRun) -> Result<std::result::Result<RunDir, StageEnd>> {
-    let (mut run, restored) = RunDir::open_with(t.run_dir, t.storage, &t.config_yaml, t.checkpoint, &model.tensor_types())?;
+impl StageTraining for crate::models::vqgan::VqganTrainConfig {
+    fn sections(&self) -> (&LoopConfig, &CheckpointConfig, &StorageOptions) {
+        (&self.train, &self.checkpoint, &self.storage)
+    }
+}
+
+impl StageTraining for crate::models::dallebart::TrainConfig {
+    fn sections(&self) -> (&LoopConfig, &CheckpointConfig, &StorageOptions) {
+        (&self.train, &self.checkpoint, &self.storage)
+    }
+}
+
+impl StageTraining for crate::models::clip::ClipTrainConfig {
+    fn sections(&self) -> (&LoopConfig, &CheckpointConfig, &StorageOptions) {
+        (&self.train, &self.checkpoint, &self.storage)
+    }
+}
+
+/// Trains `model` (named `what` in logs) to the end of `config`'s schedule
+/// in its `train.run_dir`; `Ok(Err(end))` when stopped.
+pub fn train(model: &mut dyn Trainable, what: &str, config: &impl StageTraining, stop: &StopSignal) -> Result<std::result::Result<RunDir, StageEnd>> {
+    let (train, checkpoint, storage) = config.sections();
+    let yaml = serde_yaml::to_string(config).map_err(|e| Error::Invalid(format!("serialising the {what} config: {e}")))?;
+    let (mut run, restored) = RunDir::open_with(&train.run_dir, storage, &yaml, checkpoint, &model.tensor_types())?;
     if let Some(checkpoint) = &restored {
         model.restore(checkpoint)?;
     }
-    tracing::info!("{}: steps {}..{} in {}", t.what, model.step(), t.train.steps, t.run_dir);
-    let options = FitOptions { train: t.train, checkpoint: t.checkpoint, stop: t.stop, title: format!("{} ({})", t.what, t.run_dir) };
-    let what = t.what;
+    tracing::info!("{what}: steps {}..{} in {}", model.step(), train.steps, train.run_dir);
+    let options = FitOptions { train, checkpoint, stop, title: format!("{what} ({})", train.run_dir) };
     let outcome = fit(model, &mut run, &options, |m: &StepMetrics| {
         let eval = m.eval_loss.map(|e| format!(", eval loss {e:.4}")).unwrap_or_default();
         tracing::info!("{what}: step {} loss {:.4}{eval}, {:.1} samples/s", m.step, m.loss, m.samples_per_sec);

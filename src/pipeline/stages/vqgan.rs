@@ -1,7 +1,7 @@
 //! Stage `vqgan`: trains the image tokenizer on the training split (PSNR on
 //! the held-out split) and writes `vqgan/vqgan.safetensors`.
 
-use super::training::{final_losses, train, TrainingRun};
+use super::training::{final_losses, train};
 use super::{Context, StageEnd};
 use crate::error::Result;
 use crate::host::HostTensor;
@@ -15,17 +15,7 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
     config.data.eval_images = Some(path_string(&cx.run.input(Stage::Vqgan, paths::SHAPES_HELDOUT, Stage::Shapes)?));
     config.train.run_dir = path_string(&cx.run.path(paths::VQGAN_RUN));
     let mut trainer = VqganTrainer::new(cx.client, config.clone())?;
-    let yaml = serde_yaml::to_string(&config).map_err(|e| crate::error::Error::Invalid(format!("serialising the VQGAN config: {e}")))?;
-    let t = TrainingRun {
-        what: "vqgan",
-        run_dir: &config.train.run_dir,
-        config_yaml: yaml,
-        train: &config.train,
-        checkpoint: &config.checkpoint,
-        storage: &config.storage,
-        stop: cx.stop,
-    };
-    let run = match train(&mut trainer, &t)? {
+    let run = match train(&mut trainer, "vqgan", &config, cx.stop)? {
         Ok(run) => run,
         Err(end) => return Ok(end),
     };
