@@ -130,6 +130,24 @@ impl HostTensor {
     }
 
     /// The values as `T`; the dtype must match exactly.
+    /// The tensor cut along its first axis into `parts` equal pieces (a
+    /// global batch into per-device batches); refused unless they divide it.
+    pub fn split_rows(&self, parts: usize) -> Result<Vec<HostTensor>, HostError> {
+        let n = self.shape.first().copied().unwrap_or(0) as usize;
+        if parts == 0 || n % parts != 0 {
+            return Err(HostError(format!("a batch of {n} rows cannot be split evenly over {parts} devices")));
+        }
+        let per = n / parts;
+        let row = self.data.len() / n.max(1);
+        Ok((0..parts)
+            .map(|d| {
+                let mut shape = self.shape.clone();
+                shape[0] = per as i64;
+                HostTensor { dtype: self.dtype, shape, data: self.data[d * per * row..(d + 1) * per * row].to_vec() }
+            })
+            .collect())
+    }
+
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>, HostError> {
         if self.dtype != T::DTYPE {
             return Err(HostError(format!("tensor holds {} values, not {}", self.dtype, T::DTYPE)));

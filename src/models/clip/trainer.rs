@@ -52,19 +52,6 @@ fn start_loader(config: &ClipTrainConfig, source: &str, seed: u64, shuffle: bool
     ImageLoader::start(index, options)
 }
 
-fn split_rows(batch: &HostTensor, parts: usize) -> Vec<HostTensor> {
-    let n = batch.shape[0] as usize;
-    let per = n / parts;
-    let row = batch.data.len() / n.max(1);
-    (0..parts)
-        .map(|d| {
-            let mut shape = batch.shape.clone();
-            shape[0] = per as i64;
-            HostTensor { dtype: batch.dtype, shape, data: batch.data[d * per * row..(d + 1) * per * row].to_vec() }
-        })
-        .collect()
-}
-
 /// The configured tokenizer, or one trained on the training captions; returned with its JSON.
 fn open_tokenizer(config: &ClipTrainConfig) -> Result<(ClipTokenizer, String)> {
     let length = config.model.text.max_position_embeddings as usize;
@@ -192,7 +179,7 @@ impl ClipTrainer {
     /// One update on `pixels [batch, S, S, 3]` in [-1, 1] and token ids `[batch, L]`.
     pub fn train_on(&mut self, pixels: &HostTensor, ids: &HostTensor) -> Result<BTreeMap<String, f64>> {
         let program = &self.steps.train;
-        let (ps, is) = (split_rows(pixels, self.replicas), split_rows(ids, self.replicas));
+        let (ps, is) = (pixels.split_rows(self.replicas)?, ids.split_rows(self.replicas)?);
         let lr = self.config.optimizer.schedule.lr(self.config.optimizer.learning_rate, self.step);
         let (lr_t, count) = (HostTensor::scalar(lr as f32), HostTensor::scalar((self.step + 1) as f32));
         let inputs: Vec<Vec<Buffer>> = (0..self.replicas).map(|d| program.upload(d, &[&ps[d], &is[d]])).collect::<Result<_>>()?;
@@ -223,7 +210,7 @@ impl ClipTrainer {
     /// Contrastive loss and image-to-text accuracy on one batch, no update.
     pub fn evaluate_on(&self, pixels: &HostTensor, ids: &HostTensor) -> Result<(f64, f64)> {
         let program = &self.steps.eval;
-        let (ps, is) = (split_rows(pixels, self.replicas), split_rows(ids, self.replicas));
+        let (ps, is) = (pixels.split_rows(self.replicas)?, ids.split_rows(self.replicas)?);
         let n_params = self.steps.layout.params.len();
         let inputs: Vec<Vec<Buffer>> = (0..self.replicas).map(|d| program.upload(d, &[&ps[d], &is[d]])).collect::<Result<_>>()?;
         let args: Vec<Vec<&Buffer>> = (0..self.replicas).map(|d| inputs[d].iter().chain(&self.state[d][..n_params]).collect()).collect();

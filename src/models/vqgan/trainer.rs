@@ -63,22 +63,6 @@ fn start_loader(config: &VqganTrainConfig, source: &str, seed: u64, shuffle: boo
     ImageLoader::start(index, options)
 }
 
-fn split_rows(batch: &HostTensor, parts: usize) -> Result<Vec<HostTensor>> {
-    let n = batch.shape[0] as usize;
-    if n % parts != 0 {
-        return Err(Error::Invalid(format!("a batch of {n} images cannot be split evenly over {parts} devices")));
-    }
-    let per = n / parts;
-    let row = batch.data.len() / n.max(1);
-    Ok((0..parts)
-        .map(|d| {
-            let mut shape = batch.shape.clone();
-            shape[0] = per as i64;
-            HostTensor { dtype: batch.dtype, shape, data: batch.data[d * per * row..(d + 1) * per * row].to_vec() }
-        })
-        .collect())
-}
-
 impl VqganTrainer {
     /// Compiles the programs and puts fresh (seeded) weights on every device,
     /// or the run directory's checkpoint when it has one.
@@ -204,7 +188,7 @@ impl VqganTrainer {
     /// autoencoder, then (from `disc_start`) the discriminator.
     pub fn train_on(&mut self, images: &HostTensor) -> Result<StepStats> {
         let gan = self.step >= self.config.loss.disc_start && self.steps.generator_gan_step.is_some();
-        let shards = split_rows(images, self.replicas)?;
+        let shards = images.split_rows(self.replicas)?;
         let g_program = if gan { self.steps.generator_gan_step.as_ref().expect("checked") } else { &self.steps.generator_step };
         let inputs: Vec<Vec<Buffer>> = shards.iter().enumerate().map(|(d, s)| g_program.upload(d, &[s])).collect::<Result<_>>()?;
         let g_lr = self.config.optimizer.schedule.lr(self.config.optimizer.learning_rate, self.step);
@@ -274,7 +258,7 @@ impl VqganTrainer {
 
     /// Mean squared reconstruction error on `images` (pixels in [-1, 1]).
     pub fn reconstruction_mse(&self, images: &HostTensor) -> Result<f64> {
-        let shards = split_rows(images, self.replicas)?;
+        let shards = images.split_rows(self.replicas)?;
         let program = &self.steps.eval;
         let n_params = self.steps.generator.params.len();
         let inputs: Vec<Vec<Buffer>> = shards.iter().enumerate().map(|(d, s)| program.upload(d, &[s])).collect::<Result<_>>()?;
