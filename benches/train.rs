@@ -5,7 +5,12 @@
 //!   cargo bench --bench train [-- tiny small mini] [--platform cpu] [--steps N] [--set key=value]...
 //!   DALLE_PEAK_TFLOPS=989 cargo bench --bench train -- mini --platform cuda --set train.dtype=bf16
 //!
+//!   cargo bench --bench train -- small --profile   # where the step's time goes (see train/profile.rs)
+//!
 //! `tools/jax_dallebart_bench.py` runs the same model and update in JAX for comparison.
+
+#[path = "train/profile.rs"]
+mod profile;
 
 use dalle_xla::pjrt::{open_client, ClientOptions};
 use dalle_xla::models::dallebart::{TrainConfig, Trainer};
@@ -29,10 +34,16 @@ fn peak_host_memory_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// The first figure of /proc/loadavg: side-by-side timings mean little on a busy machine.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next().map(str::to_string)).unwrap_or_else(|| "unknown".into())
+}
+
 fn main() -> anyhow::Result<()> {
     let mut names = Vec::new();
     let mut platform = "cpu".to_string();
     let mut steps = 20u64;
+    let mut breakdown = false;
     let mut overrides = vec!["train.devices=1".to_string(), "train.eval_every=0".to_string()];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -40,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             "--platform" => platform = args.next().unwrap_or_default(),
             "--steps" => steps = args.next().and_then(|s| s.parse().ok()).unwrap_or(steps),
             "--set" => overrides.extend(args.next()),
+            "--profile" => breakdown = true,
             "--bench" => {}
             other if !other.starts_with('-') => names.push(other.to_string()),
             _ => {}
@@ -51,12 +63,22 @@ fn main() -> anyhow::Result<()> {
     let options = if platform.contains("cpu") { ClientOptions::cpu_devices(1) } else { ClientOptions::default() };
     let client = open_client(&platform, None, &options)?;
     let peak_tflops: Option<f64> = std::env::var("DALLE_PEAK_TFLOPS").ok().and_then(|v| v.parse().ok());
-    println!("platform {} ({}), {} step(s) timed after 3 warm-up steps", client.platform(), client.platform_version(), steps);
+    println!(
+        "platform {} ({}), {} step(s) timed after 3 warm-up steps, load average {}",
+        client.platform(),
+        client.platform_version(),
+        steps,
+        load_average()
+    );
     for name in names {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/{name}.yaml"));
         let mut o = overrides.clone();
         o.push(format!("train.steps={}", steps + 3));
         let (config, _) = TrainConfig::load(&path, &o)?;
+        if breakdown {
+            profile::profile(&client, &name, &config, steps.min(5) as usize)?;
+            continue;
+        }
         let started = Instant::now();
         let mut trainer = Trainer::new(&client, config.clone())?;
         let compile = started.elapsed().as_secs_f64();
@@ -84,5 +106,6 @@ fn main() -> anyhow::Result<()> {
             peak_host_memory_mib().unwrap_or(f64::NAN)
         );
     }
+    println!("load average at the end {}", load_average());
     Ok(())
 }
