@@ -2,7 +2,7 @@
 //! (first and second order) against finite differences, and the errors.
 mod common;
 use common::*;
-use dalle_xla::graph::{fori_loop, grad, while_loop, Function, Graph, Tensor, TensorType};
+use dalle_xla::graph::{emit_module, fori_loop, grad, while_loop, Function, Graph, ModuleOptions, Tensor, TensorType};
 use dalle_xla::{DType, HostTensor};
 
 fn f32t(shape: &[i64]) -> TensorType {
@@ -75,6 +75,21 @@ fn fori_loop_forward_and_vjp() {
     let x = random(&mut r, DType::F32, &[3], -1.0, 1.0);
     check_forward(&[f32t(&[3, 3]), f32t(&[3])], &[w.clone(), x.clone()], recurrence, recurrence_reference, 1e-5, "fori_loop");
     check_vjp(&[vec![3, 3], vec![3]], &[w, x], recurrence, "fori_loop");
+}
+
+#[test]
+fn fori_loop_vjp_stores_only_the_carries_that_change() {
+    // W [3, 3] passes through the 4 iterations unchanged; x [3] changes. The
+    // gradient program records x per iteration ([4, 3]) but never W ([4, 3, 3]):
+    // scanned layers pass every layer's weights through like W.
+    let g = Graph::new("recorded");
+    let w = g.param("w", DType::F32, &[3, 3]);
+    let x = g.param("x", DType::F32, &[3]);
+    let y = recurrence(&[w.clone(), x.clone()]).unwrap().sum_all().unwrap();
+    let grads = grad(&y, &[&w, &x]).unwrap();
+    let module = emit_module(&g, &grads, &ModuleOptions::default()).unwrap();
+    assert!(module.contains("tensor<4x3xf32>"), "the changing carry is recorded per iteration");
+    assert!(!module.contains("tensor<4x3x3xf32>"), "the invariant carry must not be stacked:\n{module}");
 }
 
 #[test]

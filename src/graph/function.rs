@@ -38,6 +38,15 @@ impl Function {
     pub fn arg_types(&self) -> Vec<TensorType> {
         self.graph.param_types()
     }
+
+    /// Whether output `output` is argument `arg` returned unchanged (a loop
+    /// invariant, when the function is a loop body).
+    pub fn passes_through(&self, output: usize, arg: usize) -> bool {
+        let Some(out) = self.outputs.get(output) else { return false };
+        let data = self.graph.data.borrow();
+        let prim = &data.nodes[out.id.node].prim;
+        prim.as_any().downcast_ref::<super::ops::param::Parameter>().is_some_and(|p| p.index == arg)
+    }
 }
 
 impl std::fmt::Debug for Function {

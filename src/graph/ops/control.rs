@@ -166,10 +166,15 @@ impl Primitive for ForiLoop {
         let n = self.trip_count();
         let (lower, upper) = (self.lower, self.upper);
 
-        // Forward again, stacking the carries each iteration starts from: [n, ...] per carry.
-        let stacks: Vec<Tensor> = carries
+        // Forward again, stacking the carries each iteration starts from: [n, ...]
+        // per carry. Carries the body returns unchanged (weights of scanned
+        // layers, masks) are the same at every iteration: they are not stacked,
+        // which keeps the memory at trip count x the carries that change.
+        let varying: Vec<usize> = (0..carries.len()).filter(|&k| !self.body.passes_through(k, k + 1)).collect();
+        let stacks: Vec<Tensor> = varying
             .iter()
-            .map(|c| {
+            .map(|&k| {
+                let c = &carries[k];
                 let mut shape = vec![n];
                 shape.extend_from_slice(c.shape());
                 g.zeros(c.dtype(), &shape)
@@ -184,15 +189,16 @@ impl Primitive for ForiLoop {
             let mut call_args: Vec<&Tensor> = vec![i];
             call_args.extend(cs.iter());
             let mut next = body.call(i.graph(), &call_args)?;
-            for (c, s) in cs.iter().zip(ss) {
-                next.push(write_row(s, c, &at)?);
+            for (&k, s) in varying.iter().zip(ss) {
+                next.push(write_row(s, &cs[k], &at)?);
             }
             Ok(next)
         })?;
         let stacks = &recorded[carries.len()..];
 
         // Backward: walk the iterations in reverse, pulling the cotangent of the
-        // float carries through the body at each stored starting point.
+        // float carries through the body at each stored starting point. The
+        // loop state is (cotangents, stacks of the varying carries, the carries).
         let cts0: Vec<Tensor> = float
             .iter()
             .map(|&k| match &cts[k + 1] {
@@ -202,18 +208,23 @@ impl Primitive for ForiLoop {
             .collect::<Result<_>>()?;
         let mut init: Vec<&Tensor> = cts0.iter().collect();
         init.extend(stacks.iter());
+        init.extend(carries.iter());
         let back = fori_loop(0, n, &init, |j, state| {
-            let (ct, ss) = state.split_at(float.len());
+            let (ct, rest) = state.split_at(float.len());
+            let (ss, invariant) = rest.split_at(varying.len());
             let i = j.neg()?.add_scalar((upper - 1) as f64)?;
             let at = i.add_scalar(-(lower as f64))?;
-            let cs: Vec<Tensor> = ss.iter().map(|s| read_row(s, &at)).collect::<Result<_>>()?;
+            let mut cs: Vec<Tensor> = invariant.to_vec();
+            for (&k, s) in varying.iter().zip(ss) {
+                cs[k] = read_row(s, &at)?;
+            }
             let mut call_args: Vec<&Tensor> = vec![&i];
             call_args.extend(cs.iter());
             let outs = body.call(j.graph(), &call_args)?;
             let float_outs: Vec<&Tensor> = float.iter().map(|&k| &outs[k]).collect();
             let wrt: Vec<&Tensor> = float.iter().map(|&k| &cs[k]).collect();
             let mut next = vjp(&float_outs, &ct.iter().collect::<Vec<_>>(), &wrt)?;
-            next.extend(ss.iter().cloned());
+            next.extend(rest.iter().cloned());
             Ok(next)
         })?;
         for (slot, &k) in float.iter().enumerate() {
@@ -252,7 +263,8 @@ fn read_row(stack: &Tensor, at: &Tensor) -> Result<Tensor> {
 /// carries: pass outer values in as carries returned unchanged.
 ///
 /// Differentiable: the VJP runs the loop forward once more, storing the carries
-/// each iteration starts from (memory: trip count × carry size), then runs a
+/// each iteration starts from (memory: trip count × the size of the carries
+/// that change; those returned unchanged are kept once), then runs a
 /// reverse loop applying the body's VJP. That VJP is built from loops too, so
 /// higher-order gradients work.
 pub fn fori_loop(
