@@ -65,6 +65,11 @@ impl VarBuilder {
         &self.graph
     }
 
+    /// The dtype parameters are stored in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     pub fn path(&self, name: &str) -> String {
         if self.prefix.is_empty() {
             name.to_string()

@@ -32,6 +32,18 @@ pub struct DalleBartConfig {
     /// other model keys default to the directory's config and must agree with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<String>,
+    /// Run each stack of layers as a loop over one compiled layer body (as
+    /// dalle-mini's `use_scan`), so compile time does not grow with depth.
+    /// Only the computation changes: parameters keep their per-layer names,
+    /// so checkpoints are the same either way. The backward pass recomputes
+    /// each layer's forward from its input (per-layer rematerialisation).
+    #[serde(default)]
+    pub scan_layers: bool,
+    /// Keep only each layer's input for the backward pass and recompute the
+    /// rest (gradient checkpointing): less activation memory for about one
+    /// more forward pass. Implied by `scan_layers`.
+    #[serde(default)]
+    pub remat_layers: bool,
 }
 
 fn default_init_std() -> f64 {
@@ -62,6 +74,8 @@ impl DalleBartConfig {
             use_final_ln_encoder: true,
             use_final_ln_decoder: true,
             init_from: None,
+            scan_layers: false,
+            remat_layers: false,
         }
     }
 

@@ -73,6 +73,8 @@ pub fn config_from_hf(c: &Value, origin: &str) -> Result<(DalleBartConfig, bool)
         use_final_ln_encoder: flag("use_final_ln_encoder", true)?,
         use_final_ln_decoder: flag("use_final_ln_decoder", true)?,
         init_from: None,
+        scan_layers: false,
+        remat_layers: false,
     };
     config.validate().map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
     Ok((config, flag("normalize_text", false)?))

@@ -14,8 +14,9 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Keys that may differ from the imported config: they only affect a random initialisation.
-const FREE_KEYS: [&str; 1] = ["init_std"];
+/// Keys that may differ from the imported config: they only affect a random
+/// initialisation or how the layers are computed, not the weights.
+const FREE_KEYS: [&str; 3] = ["init_std", "scan_layers", "remat_layers"];
 
 /// The local directory of `init_from`: itself, or for a storage URL a
 /// download cached under the system's temporary directory (reused while the
@@ -147,6 +148,8 @@ pub fn initial_weights(config: &DalleBartConfig) -> Result<Option<BTreeMap<Strin
     ours.init_from = None;
     let mut theirs = imported.config.clone();
     theirs.init_std = ours.init_std;
+    theirs.scan_layers = ours.scan_layers;
+    theirs.remat_layers = ours.remat_layers;
     if theirs != ours {
         return Err(Error::Invalid(format!("model.init_from: the model config differs from the one of {init_from}; remove the model keys that differ")));
     }

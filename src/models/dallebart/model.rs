@@ -4,13 +4,15 @@
 
 use super::config::DalleBartConfig;
 use crate::graph::{Result, Tensor};
-use crate::nn::{embedding, gelu, layer_norm, linear, Precision, VarBuilder};
+use crate::nn::{embedding, gelu, layer_norm, layer_stack, linear, Layer, Precision, StackMode, VarBuilder};
 use crate::DType;
+use std::rc::Rc;
 
 const EPS: f64 = 1e-5;
 /// Added to masked attention scores; finite so a fully masked row cannot make NaNs.
 const MASKED: f64 = -1e9;
 
+#[derive(Clone)]
 pub struct DalleBart {
     pub config: DalleBartConfig,
     pub precision: Precision,
@@ -113,22 +115,35 @@ impl DalleBart {
     /// Encoder states `[B, T_text, d_model]` for `input_ids` and its keep-mask.
     pub fn encode(&self, vb: &VarBuilder, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let c = &self.config;
-        let p = self.precision;
         let vb = vb.pp("model.encoder");
         let mut h = self.embed(&vb, input_ids, c.encoder_vocab_size, c.max_text_length, None)?;
         let bias = padding_bias(attention_mask)?;
-        for i in 0..c.encoder_layers {
-            let l = vb.pp(&format!("layers.FlaxBartEncoderLayer_{i}"));
-            let x = layer_norm(&l.pp("LayerNorm_0"), &h, c.d_model, false, true, EPS)?;
-            let x = attention(&l.pp("FlaxBartAttention_0"), &x, &x, &bias, c.d_model, c.encoder_attention_heads, c.init_std, p)?;
-            let x = layer_norm(&l.pp("LayerNorm_1"), &x, c.d_model, true, true, EPS)?;
-            h = h.add(&x)?;
-            h = h.add(&glu(&l.pp("GLU_0"), &h, c.d_model, c.encoder_ffn_dim, c.init_std, p)?)?;
-        }
+        let model = self.clone();
+        let layer: Rc<Layer> = Rc::new(move |l: &VarBuilder, h: &Tensor, x: &[Tensor]| model.encoder_layer(l, h, &x[0]));
+        h = layer_stack(&vb.pp("layers"), c.encoder_layers, |i| format!("FlaxBartEncoderLayer_{i}"), self.stack_mode(), &h, &[&bias], layer)?;
         if c.use_final_ln_encoder {
             h = layer_norm(&vb.pp("final_ln"), &h, c.d_model, false, true, EPS)?;
         }
         Ok(h)
+    }
+
+    fn stack_mode(&self) -> StackMode {
+        match (self.config.scan_layers, self.config.remat_layers) {
+            (true, _) => StackMode::Scan,
+            (false, true) => StackMode::Remat,
+            (false, false) => StackMode::Unrolled,
+        }
+    }
+
+    /// One encoder layer: self-attention over the caption (padding masked by
+    /// `bias`), then the GLU block, each added to the residual stream.
+    fn encoder_layer(&self, l: &VarBuilder, h: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let x = layer_norm(&l.pp("LayerNorm_0"), h, c.d_model, false, true, EPS)?;
+        let x = attention(&l.pp("FlaxBartAttention_0"), &x, &x, bias, c.d_model, c.encoder_attention_heads, c.init_std, self.precision)?;
+        let x = layer_norm(&l.pp("LayerNorm_1"), &x, c.d_model, true, true, EPS)?;
+        let h = h.add(&x)?;
+        h.add(&glu(&l.pp("GLU_0"), &h, c.d_model, c.encoder_ffn_dim, c.init_std, self.precision)?)
     }
 
     /// One decoder layer around its two attentions: `self_attention` and
@@ -166,17 +181,21 @@ impl DalleBart {
         let p = self.precision;
         let (d, heads, std) = (c.d_model, c.decoder_attention_heads, c.init_std);
         let dec = vb.pp("model.decoder");
-        let mut h = self.embed(&dec, decoder_input_ids, c.image_vocab_size + 1, c.image_length, None)?;
+        let h = self.embed(&dec, decoder_input_ids, c.image_vocab_size + 1, c.image_length, None)?;
         let self_bias = causal_bias(&h, decoder_input_ids.dim(1)?)?;
         let cross_bias = padding_bias(attention_mask)?;
-        for i in 0..c.decoder_layers {
-            h = self.decoder_layer(
-                &dec.pp(&format!("layers.FlaxBartDecoderLayer_{i}")),
-                &h,
-                |a, x| attention(a, x, x, &self_bias, d, heads, std, p),
-                |a, x| attention(a, x, encoder_states, &cross_bias, d, heads, std, p),
-            )?;
-        }
+        let model = self.clone();
+        let layer: Rc<Layer> = Rc::new(move |l: &VarBuilder, h: &Tensor, x: &[Tensor]| {
+            let (self_bias, cross_bias, encoder_states) = (&x[0], &x[1], &x[2]);
+            model.decoder_layer(
+                l,
+                h,
+                |a, y| attention(a, y, y, self_bias, d, heads, std, p),
+                |a, y| attention(a, y, encoder_states, cross_bias, d, heads, std, p),
+            )
+        });
+        let extras = [&self_bias, &cross_bias, encoder_states];
+        let h = layer_stack(&dec.pp("layers"), c.decoder_layers, |i| format!("FlaxBartDecoderLayer_{i}"), self.stack_mode(), &h, &extras, layer)?;
         self.head(vb, &h)
     }
 
