@@ -16,7 +16,7 @@ pub use adafactor::Adafactor;
 pub use adamw::AdamW;
 pub use clip::clip_by_global_norm;
 pub use schedule::{Decay, Schedule};
-pub use shampoo::{inverse_pth_root, Graft, Shampoo};
+pub use shampoo::{inverse_pth_root, inverse_pth_roots, Graft, Shampoo};
 
 use crate::graph::{Result, Tensor, TensorType};
 use crate::HostTensor;

@@ -20,7 +20,9 @@
 mod blocks;
 mod inverse_root;
 
-pub use inverse_root::inverse_pth_root;
+pub use inverse_root::{inverse_pth_root, inverse_pth_roots};
+
+use std::collections::BTreeMap;
 
 use super::{Optimizer, StateInit, StateSpec, StepScalars};
 use crate::graph::{while_loop, Function, Result, Tensor, TensorType};
@@ -125,7 +127,8 @@ impl Shampoo {
     /// The preconditioners after this step: recomputed from `stats` on steps
     /// that are multiples of `preconditioning_compute_steps` (inside a loop
     /// that runs once or not at all, so other steps skip the work), each kept
-    /// as it was when its inverse root failed.
+    /// as it was when its inverse root failed. Statistics of one size are
+    /// stacked and share one iteration, as the reference batches them.
     fn refresh(&self, b: &Blocks, step: &Tensor, stats: &[Tensor], old: &[Tensor]) -> Result<Vec<Tensor>> {
         let due = step.rem(&step.scalar_like(self.preconditioning_compute_steps as f64))?.eq(&step.scalar_like(0.0))?;
         let mut types = vec![TensorType::scalar(DType::Bool)];
@@ -133,15 +136,28 @@ impl Shampoo {
         let n = stats.len();
         let p = 2 * b.rank() as u32;
         let (eps, threshold) = (self.matrix_epsilon, self.inverse_failure_threshold);
+        let mut by_size: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+        for (k, s) in stats.iter().enumerate() {
+            by_size.entry(s.shape()[0]).or_default().push(k);
+        }
         let cond = Function::build("shampoo_refresh_due", &types, |c| Ok(vec![c[0].clone()]))?;
         let body = Function::build("shampoo_refresh", &types, |c| {
-            let mut out = vec![c[0].not()?];
-            out.extend(c[1..=n].iter().cloned());
-            for (stat, prev) in c[1..=n].iter().zip(&c[n + 1..]) {
-                let (root, error) = inverse_pth_root(stat, p, eps)?;
-                let failed = error.ne(&error)?.or(&error.ge(&error.scalar_like(threshold))?)?;
-                out.push(Tensor::select(&failed, prev, &root)?);
+            let (stats, prev) = (&c[1..=n], &c[n + 1..]);
+            let mut fresh = prev.to_vec();
+            for (&size, members) in &by_size {
+                let stack = members.iter().map(|&k| stats[k].reshape(&[1, size, size])).collect::<Result<Vec<_>>>()?;
+                let (roots, errors) = inverse_pth_roots(&Tensor::concat(&stack.iter().collect::<Vec<_>>(), 0)?, p, eps)?;
+                for (j, &k) in members.iter().enumerate() {
+                    let j = j as i64;
+                    let root = roots.slice(&[j, 0, 0], &[j + 1, size, size], &[1, 1, 1])?.reshape(&[size, size])?;
+                    let error = errors.slice(&[j], &[j + 1], &[1])?.reshape(&[])?;
+                    let failed = error.ne(&error)?.or(&error.ge(&error.scalar_like(threshold))?)?;
+                    fresh[k] = Tensor::select(&failed, &prev[k], &root)?;
+                }
             }
+            let mut out = vec![c[0].not()?];
+            out.extend(stats.iter().cloned());
+            out.extend(fresh);
             Ok(out)
         })?;
         let mut init = vec![&due];
