@@ -53,11 +53,11 @@ impl Optimizer for Adafactor {
             let row: Vec<i64> = s[..r - 1].to_vec();
             let col: Vec<i64> = s[..r - 2].iter().chain(&s[r - 1..]).copied().collect();
             vec![
-                StateSpec { suffix: "v_row".into(), ty: param.with_shape(row) },
-                StateSpec { suffix: "v_col".into(), ty: param.with_shape(col) },
+                StateSpec::zeros("v_row", param.with_shape(row)),
+                StateSpec::zeros("v_col", param.with_shape(col)),
             ]
         } else {
-            vec![StateSpec { suffix: "v".into(), ty: param.clone() }]
+            vec![StateSpec::zeros("v", param.clone())]
         }
     }
     fn update(&self, p: &Tensor, g: &Tensor, state: &[Tensor], s: &StepScalars) -> Result<(Tensor, Vec<Tensor>)> {

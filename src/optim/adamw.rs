@@ -16,7 +16,7 @@ impl Optimizer for AdamW {
         "adamw"
     }
     fn state(&self, param: &TensorType) -> Vec<StateSpec> {
-        vec![StateSpec { suffix: "mu".into(), ty: param.clone() }, StateSpec { suffix: "nu".into(), ty: param.clone() }]
+        vec![StateSpec::zeros("mu", param.clone()), StateSpec::zeros("nu", param.clone())]
     }
     fn update(&self, p: &Tensor, g: &Tensor, state: &[Tensor], s: &StepScalars) -> Result<(Tensor, Vec<Tensor>)> {
         let (m, v) = (&state[0], &state[1]);

@@ -10,13 +10,16 @@ mod adafactor;
 mod adamw;
 mod clip;
 mod schedule;
+mod shampoo;
 
 pub use adafactor::Adafactor;
 pub use adamw::AdamW;
 pub use clip::clip_by_global_norm;
 pub use schedule::{Decay, Schedule};
+pub use shampoo::{inverse_pth_root, inverse_pth_roots, Graft, Shampoo};
 
 use crate::graph::{Result, Tensor, TensorType};
+use crate::HostTensor;
 use serde::{Deserialize, Serialize};
 
 /// One state tensor an optimizer keeps for a parameter.
@@ -25,6 +28,34 @@ pub struct StateSpec {
     /// Appended to the parameter name: `<param>/<suffix>`.
     pub suffix: String,
     pub ty: TensorType,
+    pub init: StateInit,
+}
+
+/// The value a state tensor starts from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StateInit {
+    Zeros,
+    /// `scale * I` for a square matrix (Shampoo's statistics and preconditioners).
+    Identity(f64),
+}
+
+impl StateSpec {
+    pub fn zeros(suffix: impl Into<String>, ty: TensorType) -> StateSpec {
+        StateSpec { suffix: suffix.into(), ty, init: StateInit::Zeros }
+    }
+
+    /// The tensor a fresh run starts this state from.
+    pub fn initial_value(&self) -> HostTensor {
+        match self.init {
+            StateInit::Zeros => HostTensor::zeros(self.ty.dtype, &self.ty.shape),
+            StateInit::Identity(scale) => {
+                let n = self.ty.shape[0] as usize;
+                assert!(self.ty.shape == [n as i64, n as i64], "identity state '{}' must be a square matrix, is {:?}", self.suffix, self.ty.shape);
+                let values: Vec<f64> = (0..n * n).map(|k| if k % (n + 1) == 0 { scale } else { 0.0 }).collect();
+                HostTensor::from_f64(self.ty.dtype, &self.ty.shape, &values).expect("identity state")
+            }
+        }
+    }
 }
 
 /// Scalars of one step, fed from the host.
@@ -37,7 +68,8 @@ pub struct StepScalars<'a> {
 
 pub trait Optimizer {
     fn name(&self) -> &'static str;
-    /// State kept for a parameter of type `param`, all zero-initialised.
+    /// State kept for a parameter of type `param`; a fresh run starts each
+    /// from [`StateSpec::initial_value`].
     fn state(&self, param: &TensorType) -> Vec<StateSpec>;
     /// New parameter and state from the parameter, its gradient and state.
     fn update(&self, param: &Tensor, grad: &Tensor, state: &[Tensor], s: &StepScalars) -> Result<(Tensor, Vec<Tensor>)>;
@@ -47,7 +79,7 @@ pub trait Optimizer {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerConfig {
-    /// `adamw` or `adafactor`.
+    /// `adamw`, `adafactor` or `shampoo`.
     #[serde(default = "default_kind")]
     pub kind: String,
     #[serde(default = "default_lr")]
@@ -65,6 +97,25 @@ pub struct OptimizerConfig {
     pub max_grad_norm: f64,
     #[serde(default)]
     pub schedule: Schedule,
+    /// Shampoo: largest side of a preconditioned block.
+    #[serde(default = "default_block_size")]
+    pub block_size: i64,
+    /// Shampoo: steps between preconditioner refreshes.
+    #[serde(default = "default_preconditioning_compute_steps")]
+    pub preconditioning_compute_steps: i64,
+    /// Shampoo: first (0-based) step that uses the preconditioners; unset,
+    /// dalle-mini's `max(preconditioning_compute_steps + 1, 101)`.
+    #[serde(default)]
+    pub start_preconditioning_step: Option<i64>,
+    /// Shampoo: parameters with a dimension over this use grafting alone.
+    #[serde(default = "default_skip_dim")]
+    pub skip_preconditioning_dim_size_gt: i64,
+    /// Shampoo: the step size's source, `rmsprop_normalized` or `rmsprop`.
+    #[serde(default = "default_graft")]
+    pub graft: String,
+    /// Shampoo: Nesterov momentum.
+    #[serde(default)]
+    pub nesterov: bool,
 }
 
 fn default_kind() -> String {
@@ -85,6 +136,18 @@ fn default_eps() -> f64 {
 fn default_clip() -> f64 {
     1.0
 }
+fn default_block_size() -> i64 {
+    1024
+}
+fn default_preconditioning_compute_steps() -> i64 {
+    10
+}
+fn default_skip_dim() -> i64 {
+    4096
+}
+fn default_graft() -> String {
+    "rmsprop_normalized".into()
+}
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
@@ -97,8 +160,43 @@ impl OptimizerConfig {
         match self.kind.as_str() {
             "adamw" => Ok(Box::new(AdamW { beta1: self.beta1, beta2: self.beta2, eps: self.eps, weight_decay: self.weight_decay })),
             "adafactor" => Ok(Box::new(Adafactor { weight_decay: self.weight_decay, ..Adafactor::default() })),
-            other => Err(format!("optimizer.kind '{other}' is not one of: adamw, adafactor")),
+            "shampoo" => Ok(Box::new(self.shampoo()?)),
+            other => Err(format!("optimizer.kind '{other}' is not one of: adamw, adafactor, shampoo")),
         }
+    }
+
+    /// Shampoo with dalle-mini's fixed settings and this config's choices.
+    pub fn shampoo(&self) -> std::result::Result<Shampoo, String> {
+        let positive = |key: &str, v: i64| if v >= 1 { Ok(()) } else { Err(format!("optimizer.{key} must be >= 1, got {v}")) };
+        positive("block_size", self.block_size)?;
+        positive("preconditioning_compute_steps", self.preconditioning_compute_steps)?;
+        positive("skip_preconditioning_dim_size_gt", self.skip_preconditioning_dim_size_gt)?;
+        let start = self.start_preconditioning_step.unwrap_or((self.preconditioning_compute_steps + 1).max(101));
+        if start < 0 {
+            return Err(format!("optimizer.start_preconditioning_step must be >= 0, got {start}"));
+        }
+        let graft = match self.graft.as_str() {
+            "rmsprop_normalized" => Graft::RmspropNormalized,
+            "rmsprop" => Graft::Rmsprop,
+            other => return Err(format!("optimizer.graft '{other}' is not one of: rmsprop_normalized, rmsprop")),
+        };
+        for (key, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("optimizer.{key} must be in [0, 1], got {v}"));
+            }
+        }
+        Ok(Shampoo {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            weight_decay: self.weight_decay,
+            block_size: self.block_size,
+            skip_preconditioning_dim_size_gt: self.skip_preconditioning_dim_size_gt,
+            start_preconditioning_step: start,
+            preconditioning_compute_steps: self.preconditioning_compute_steps,
+            graft,
+            nesterov: self.nesterov,
+            ..Shampoo::default()
+        })
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {

@@ -136,7 +136,7 @@ impl ClipTrainer {
         let seed = trainer.config.train.seed;
         let layout = &trainer.steps.layout;
         let params = layout.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape));
-        let initial: Vec<HostTensor> = params.chain(layout.state.iter().map(|(_, s)| HostTensor::zeros(s.ty.dtype, &s.ty.shape))).collect();
+        let initial: Vec<HostTensor> = params.chain(layout.state.iter().map(|(_, s)| s.initial_value())).collect();
         trainer.upload(&initial)?;
         Ok(trainer)
     }

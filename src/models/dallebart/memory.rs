@@ -50,7 +50,13 @@ pub fn training_memory(config: &TrainConfig, replicas: usize) -> Result<MemoryEs
     let bytes = |n: u64, per: u64| n.checked_mul(per).ok_or_else(overflow);
     // Replicated weights: f32 master copy and gradients, optimizer moments,
     // and a bf16 copy for the forward pass when training in bf16.
-    let optimizer_per_param = if config.optimizer.kind == "adamw" { 8 } else { 4 };
+    // Shampoo: three moments, plus statistics and preconditioners, 2·(a² + b²)
+    // floats for an a x b block (16 bytes per weight for square blocks).
+    let optimizer_per_param = match config.optimizer.kind.as_str() {
+        "adamw" => 8,
+        "shampoo" => 28,
+        _ => 4,
+    };
     let compute_copy = if config.train.dtype == "bf16" { 2 } else { 0 };
     let micro = (config.train.batch_size / replicas.max(1) / config.train.gradient_accumulation.max(1)).max(1) as i64;
     let (d, t, l) = (c.d_model, c.max_text_length, c.image_length);

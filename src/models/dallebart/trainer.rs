@@ -171,7 +171,7 @@ impl Trainer {
             }
             None => layout.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape)).collect(),
         };
-        Ok(params.into_iter().chain(layout.state.iter().map(|(_, s)| HostTensor::zeros(s.ty.dtype, &s.ty.shape))).collect())
+        Ok(params.into_iter().chain(layout.state.iter().map(|(_, s)| s.initial_value())).collect())
     }
 
     /// Puts parameters and optimizer state (in [`StepLayout::names`] order) on every device.

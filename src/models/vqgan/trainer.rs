@@ -126,7 +126,7 @@ impl VqganTrainer {
         let seed = trainer.config.train.seed;
         let init = |layout: &NetLayout| -> Vec<HostTensor> {
             let params = layout.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape));
-            params.chain(layout.state.iter().map(|(_, s)| HostTensor::zeros(s.ty.dtype, &s.ty.shape))).collect()
+            params.chain(layout.state.iter().map(|(_, s)| s.initial_value())).collect()
         };
         let (g, d) = (init(&trainer.steps.generator), init(&trainer.steps.discriminator));
         trainer.upload(&g, &d)?;

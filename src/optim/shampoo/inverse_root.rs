@@ -1,0 +1,129 @@
+//! `(A + ridge·I)^(-1/p)` for a symmetric PSD matrix by the coupled Newton
+//! iteration (Higham, Functions of Matrices, eq. 7.18), in f32, as the
+//! reference's `matrix_inverse_pth_root` with a relative ridge.
+
+use crate::graph::{while_loop, Function, Graph, Result, Tensor, TensorType};
+use crate::DType;
+
+const MAX_ITERS: f64 = 100.0;
+const ERROR_TOLERANCE: f64 = 1e-6;
+/// The error may grow for an iteration before it falls; more than this and
+/// the iteration has stopped converging (f32 round-off).
+const MAX_ERROR_RATIO: f64 = 1.2;
+
+pub(super) fn eye(g: &Graph, n: i64) -> Result<Tensor> {
+    g.iota(DType::I32, &[n, n], 0)?.eq(&g.iota(DType::I32, &[n, n], 1)?)?.cast(DType::F32)
+}
+
+/// `max |a - b|` of each matrix in a stack [k, n, n].
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    a.sub(b)?.abs()?.max(&[1, 2], false)
+}
+
+/// `m^p` by repeated squaring, multiplying in the reference's order.
+fn mat_power(m: &Tensor, p: u32) -> Result<Tensor> {
+    let (mut power, mut base, mut i) = (None::<Tensor>, m.clone(), p);
+    while i > 0 {
+        if i % 2 == 1 {
+            power = Some(match power {
+                Some(pw) => base.matmul(&pw)?,
+                None => base.clone(),
+            });
+        }
+        i /= 2;
+        if i > 0 {
+            base = base.matmul(&base)?;
+        }
+    }
+    Ok(power.expect("p >= 1"))
+}
+
+/// Per matrix of a stack, `new` where `active` [k] holds and `old` elsewhere:
+/// a loop over a stack runs while any matrix needs it, and the others keep
+/// their values, as the reference's vmapped loop does.
+fn keep_done(active: &Tensor, new: &Tensor, old: &Tensor) -> Result<Tensor> {
+    let mut shape = vec![active.shape()[0]];
+    shape.resize(new.rank(), 1);
+    Tensor::select(&active.reshape(&shape)?, new, old)
+}
+
+/// Largest eigenvalue of each PSD matrix of `a` [k, n, n] by power iteration
+/// (at most 100 steps, until the Rayleigh quotient moves less than 1e-6).
+fn max_eigenvalues(a: &Tensor) -> Result<Tensor> {
+    let (k, n) = (a.shape()[0], a.shape()[1]);
+    let g = a.graph();
+    // Any fixed start that is not orthogonal to the top eigenvector does;
+    // the estimate only scales the ridge.
+    let start: Vec<f64> = (0..n).map(|i| ((i as f64 + 1.0) * 0.7548776662).fract() * 2.0 - 1.0).collect();
+    let v0 = g.constant(crate::HostTensor::from_f64(DType::F32, &[n], &start).expect("start vector")).broadcast_to(&[k, n])?;
+    let vec = |shape: &[i64], dtype| TensorType::new(dtype, shape);
+    let types = [vec(&[k], DType::F32), vec(&[k, n], DType::F32), vec(&[k], DType::F32), vec(&[k], DType::Bool), a.ty().clone()];
+    let active = |c: &[Tensor]| -> Result<Tensor> { c[0].lt(&c[0].scalar_like(MAX_ITERS))?.and(&c[3]) };
+    let cond = Function::build("power_iteration_cond", &types, |c| Ok(vec![active(c)?.any(&[0], false)?]))?;
+    let body = Function::build("power_iteration_step", &types, |c| {
+        let on = active(c)?;
+        let v = c[1].div(&c[1].square()?.sum(&[1], true)?.sqrt()?)?;
+        let av = c[4].dot_general(&v, &[0], &[0], &[2], &[1])?;
+        let s = v.mul(&av)?.sum(&[1], false)?;
+        let moving = s.sub(&c[2])?.abs()?.gt(&s.scalar_like(ERROR_TOLERANCE))?;
+        Ok(vec![keep_done(&on, &c[0].add_scalar(1.0)?, &c[0])?, keep_done(&on, &av, &c[1])?, keep_done(&on, &s, &c[2])?, keep_done(&on, &moving, &c[3])?, c[4].clone()])
+    })?;
+    let (i0, s0, run) = (g.zeros(DType::F32, &[k]), g.zeros(DType::F32, &[k]), g.full(1.0, DType::Bool, &[k]));
+    Ok(while_loop(&cond, &body, &[&i0, &v0, &s0, &run, a])?.remove(2))
+}
+
+/// `(a + ε·λmax(a)·I)^(-1/p)` of a symmetric PSD f32 matrix `a` [n, n] and the
+/// iteration's final error `max |M - I|` (an f32 scalar): callers keep their
+/// previous root when it is NaN or too large, as the reference does.
+pub fn inverse_pth_root(a: &Tensor, p: u32, ridge_epsilon: f64) -> Result<(Tensor, Tensor)> {
+    let n = a.shape()[0];
+    let (roots, errors) = inverse_pth_roots(&a.reshape(&[1, n, n])?, p, ridge_epsilon)?;
+    Ok((roots.reshape(&[n, n])?, errors.reshape(&[])?))
+}
+
+/// [`inverse_pth_root`] of every matrix of a stack [k, n, n] at once (one
+/// loop for the stack rather than one per matrix): roots [k, n, n], errors [k].
+pub fn inverse_pth_roots(a: &Tensor, p: u32, ridge_epsilon: f64) -> Result<(Tensor, Tensor)> {
+    let (k, n) = (a.shape()[0], a.shape()[1]);
+    let g = a.graph();
+    let alpha = -1.0 / p as f64;
+    if n == 1 {
+        // The power iteration of a 1x1 matrix returns its entry.
+        let ridge = a.maximum(&a.scalar_like(1e-6))?.scale(ridge_epsilon)?;
+        return Ok((a.add(&ridge)?.powf(alpha)?, g.zeros(DType::F32, &[k])));
+    }
+    let identity = eye(g, n)?;
+    let ridge = max_eigenvalues(a)?.maximum(&g.scalar(1e-6, DType::F32))?.scale(ridge_epsilon)?.reshape(&[k, 1, 1])?;
+    let damped = a.add(&identity.mul(&ridge)?)?;
+    let z = g.scalar((1.0 + p as f64) / 2.0, DType::F32).div(&damped.square()?.sum(&[1, 2], true)?.sqrt()?)?;
+    let m0 = damped.mul(&z)?;
+    let err0 = max_abs_diff(&m0, &identity)?;
+    let h0 = identity.mul(&z.powf(1.0 / p as f64)?)?;
+
+    // Carries: i, M, H, previous H, error, error ratio.
+    let (mats, per) = (TensorType::new(DType::F32, &[k, n, n]), TensorType::new(DType::F32, &[k]));
+    let types = [per.clone(), mats.clone(), mats.clone(), mats, per.clone(), per];
+    let active = |c: &[Tensor]| -> Result<Tensor> {
+        let more = c[0].lt(&c[0].scalar_like(MAX_ITERS))?;
+        let above = c[4].gt(&c[4].scalar_like(ERROR_TOLERANCE))?.and(&c[5].lt(&c[5].scalar_like(MAX_ERROR_RATIO))?)?;
+        more.and(&above)
+    };
+    let cond = Function::build("newton_cond", &types, |c| Ok(vec![active(c)?.any(&[0], false)?]))?;
+    let body = Function::build("newton_step", &types, |c| {
+        let on = active(c)?;
+        let identity = eye(c[0].graph(), n)?;
+        let mi = identity.scale(1.0 - alpha)?.add(&c[1].scale(alpha)?)?;
+        let m = mat_power(&mi, p)?.matmul(&c[1])?;
+        let h = c[2].matmul(&mi)?;
+        let err = max_abs_diff(&m, &identity)?;
+        let ratio = err.div(&c[4])?;
+        let next = [c[0].add_scalar(1.0)?, m, h, c[2].clone(), err, ratio];
+        next.iter().zip(c).map(|(new, old)| keep_done(&on, new, old)).collect()
+    })?;
+    let (i0, ratio0) = (g.zeros(DType::F32, &[k]), g.full(1.0, DType::F32, &[k]));
+    let out = while_loop(&cond, &body, &[&i0, &m0, &h0, &h0, &err0, &ratio0])?;
+    let error = max_abs_diff(&out[1], &identity)?;
+    // Stopped because the error grew: the previous iterate is the better one.
+    let converged = out[5].lt(&out[5].scalar_like(MAX_ERROR_RATIO))?;
+    Ok((keep_done(&converged, &out[2], &out[3])?, error))
+}

@@ -1,0 +1,237 @@
+//! Distributed Shampoo (Anil et al. 2020, "Scalable Second Order Optimization
+//! for Deep Learning") as DALL·E mini trained with it: optax-shampoo 0.0.6's
+//! `distributed_shampoo` with `shard_optimizer_states=True` (the mode
+//! dalle-mini runs), moving-average momentum, rmsprop_normalized grafting,
+//! coupled weight decay and no Nesterov by default.
+//!
+//! Per parameter, the gradient is merged into at most a few large dimensions
+//! and cut into blocks; every block dimension keeps a statistic
+//! `β₂·S + (1-β₂)·G Gᵀ` (every step) and a preconditioner `S^(-1/2r)` for a
+//! block of rank r (recomputed every `preconditioning_compute_steps`). The
+//! preconditioned gradient takes its size from the grafted RMSProp step. As
+//! in the reference's sharded mode, a step uses the preconditioners computed
+//! at an earlier step, and refreshes them from its new statistics afterwards.
+//!
+//! The state is ordinary per-parameter tensors, in this order: `graft_nu`,
+//! `graft_momentum`, `shampoo_momentum` (parameter shape), then
+//! `shampoo_stat<k>` and `shampoo_precond<k>` (square f32 matrices, k in the
+//! reference's order: each block, then each of its dimensions).
+
+mod blocks;
+mod inverse_root;
+
+pub use inverse_root::{inverse_pth_root, inverse_pth_roots};
+
+use std::collections::BTreeMap;
+
+use super::{Optimizer, StateInit, StateSpec, StepScalars};
+use crate::graph::{while_loop, Function, Result, Tensor, TensorType};
+use crate::DType;
+use blocks::Blocks;
+
+/// The first-order method whose per-parameter step size Shampoo's step takes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Graft {
+    Rmsprop,
+    /// RMSProp on the gradient divided by its norm (dalle-mini's choice).
+    RmspropNormalized,
+}
+
+#[derive(Clone, Debug)]
+pub struct Shampoo {
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Added to the update before momentum (the reference's default, not decoupled).
+    pub weight_decay: f64,
+    pub block_size: i64,
+    /// Dimensions are merged while their product stays within this.
+    pub merge_small_dims_block_size: i64,
+    /// A parameter with a dimension over this is updated by grafting alone.
+    pub skip_preconditioning_dim_size_gt: i64,
+    /// 0-based step from which the preconditioned update replaces grafting.
+    pub start_preconditioning_step: i64,
+    pub preconditioning_compute_steps: i64,
+    pub graft: Graft,
+    pub nesterov: bool,
+    pub matrix_epsilon: f64,
+    pub diagonal_epsilon: f64,
+    /// A new preconditioner whose `max |Pᵖ·S - I|` reaches this is dropped.
+    pub inverse_failure_threshold: f64,
+}
+
+impl Default for Shampoo {
+    /// dalle-mini's `tools/train/train.py` settings.
+    fn default() -> Self {
+        Shampoo {
+            beta1: 0.9,
+            beta2: 0.999,
+            weight_decay: 0.0,
+            block_size: 1024,
+            merge_small_dims_block_size: 4096,
+            skip_preconditioning_dim_size_gt: 4096,
+            start_preconditioning_step: 101,
+            preconditioning_compute_steps: 10,
+            graft: Graft::RmspropNormalized,
+            nesterov: false,
+            matrix_epsilon: 1e-6,
+            diagonal_epsilon: 1e-10,
+            inverse_failure_threshold: 0.1,
+        }
+    }
+}
+
+fn norm(t: &Tensor) -> Result<Tensor> {
+    let n = t.ty().numel();
+    t.reshape(&[n])?.square()?.sum(&[0], false)?.sqrt()
+}
+
+impl Shampoo {
+    /// How the parameter is cut for preconditioning; `None` for grafting
+    /// only (scalars, as skip_preconditioning_rank_lt=1, and large dimensions).
+    fn blocks(&self, shape: &[i64]) -> Option<Blocks> {
+        if shape.is_empty() || shape.iter().any(|&d| d > self.skip_preconditioning_dim_size_gt) {
+            return None;
+        }
+        Some(Blocks::new(shape, self.merge_small_dims_block_size, self.block_size))
+    }
+
+    fn new_statistics(&self, b: &Blocks, g: &Tensor, old: &[Tensor]) -> Result<Vec<Tensor>> {
+        let w2 = if self.beta2 == 1.0 { 1.0 } else { 1.0 - self.beta2 };
+        let mut old = old.iter();
+        let mut out = Vec::with_capacity(old.len());
+        for part in b.split(&g.reshape(&b.shape)?)? {
+            for axis in 0..part.rank() {
+                let others: Vec<usize> = (0..part.rank()).filter(|&d| d != axis).collect();
+                let gram = part.dot_general(&part, &[], &[], &others, &others)?;
+                out.push(old.next().expect("one statistic per block dimension").scale(self.beta2)?.add(&gram.scale(w2)?)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `P₁ᵀ·…` along every dimension of every block: contracting the first
+    /// axis each time brings the axes back round to their order.
+    fn precondition(&self, b: &Blocks, g: &Tensor, preconditioners: &[Tensor]) -> Result<Tensor> {
+        let mut ps = preconditioners.iter();
+        let mut parts = Vec::new();
+        for part in b.split(&g.reshape(&b.shape)?)? {
+            let mut x = part;
+            for _ in 0..b.rank() {
+                x = x.dot_general(ps.next().expect("one preconditioner per block dimension"), &[], &[], &[0], &[0])?;
+            }
+            parts.push(x);
+        }
+        b.join(parts)?.reshape(g.shape())
+    }
+
+    /// The preconditioners after this step: recomputed from `stats` on steps
+    /// that are multiples of `preconditioning_compute_steps` (inside a loop
+    /// that runs once or not at all, so other steps skip the work), each kept
+    /// as it was when its inverse root failed. Statistics of one size are
+    /// stacked and share one iteration, as the reference batches them.
+    fn refresh(&self, b: &Blocks, step: &Tensor, stats: &[Tensor], old: &[Tensor]) -> Result<Vec<Tensor>> {
+        let due = step.rem(&step.scalar_like(self.preconditioning_compute_steps as f64))?.eq(&step.scalar_like(0.0))?;
+        let mut types = vec![TensorType::scalar(DType::Bool)];
+        types.extend(stats.iter().chain(old).map(|t| t.ty().clone()));
+        let n = stats.len();
+        let p = 2 * b.rank() as u32;
+        let (eps, threshold) = (self.matrix_epsilon, self.inverse_failure_threshold);
+        let mut by_size: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+        for (k, s) in stats.iter().enumerate() {
+            by_size.entry(s.shape()[0]).or_default().push(k);
+        }
+        let cond = Function::build("shampoo_refresh_due", &types, |c| Ok(vec![c[0].clone()]))?;
+        let body = Function::build("shampoo_refresh", &types, |c| {
+            let (stats, prev) = (&c[1..=n], &c[n + 1..]);
+            let mut fresh = prev.to_vec();
+            for (&size, members) in &by_size {
+                let stack = members.iter().map(|&k| stats[k].reshape(&[1, size, size])).collect::<Result<Vec<_>>>()?;
+                let (roots, errors) = inverse_pth_roots(&Tensor::concat(&stack.iter().collect::<Vec<_>>(), 0)?, p, eps)?;
+                for (j, &k) in members.iter().enumerate() {
+                    let j = j as i64;
+                    let root = roots.slice(&[j, 0, 0], &[j + 1, size, size], &[1, 1, 1])?.reshape(&[size, size])?;
+                    let error = errors.slice(&[j], &[j + 1], &[1])?.reshape(&[])?;
+                    let failed = error.ne(&error)?.or(&error.ge(&error.scalar_like(threshold))?)?;
+                    fresh[k] = Tensor::select(&failed, &prev[k], &root)?;
+                }
+            }
+            let mut out = vec![c[0].not()?];
+            out.extend(stats.iter().cloned());
+            out.extend(fresh);
+            Ok(out)
+        })?;
+        let mut init = vec![&due];
+        init.extend(stats.iter().chain(old));
+        Ok(while_loop(&cond, &body, &init)?.split_off(n + 1))
+    }
+}
+
+impl Optimizer for Shampoo {
+    fn name(&self) -> &'static str {
+        "shampoo"
+    }
+
+    fn state(&self, param: &TensorType) -> Vec<StateSpec> {
+        let f32 = param.with_dtype(DType::F32);
+        let mut specs = vec![StateSpec::zeros("graft_nu", f32.clone()), StateSpec::zeros("graft_momentum", f32.clone()), StateSpec::zeros("shampoo_momentum", f32)];
+        if let Some(b) = self.blocks(&param.shape) {
+            let sizes = b.statistic_sizes();
+            let square = |n: i64| TensorType::new(DType::F32, &[n, n]);
+            for (k, &n) in sizes.iter().enumerate() {
+                specs.push(StateSpec { suffix: format!("shampoo_stat{k}"), ty: square(n), init: StateInit::Identity(self.matrix_epsilon) });
+            }
+            for (k, &n) in sizes.iter().enumerate() {
+                specs.push(StateSpec { suffix: format!("shampoo_precond{k}"), ty: square(n), init: StateInit::Identity(1.0) });
+            }
+        }
+        specs
+    }
+
+    fn update(&self, param: &Tensor, grad: &Tensor, state: &[Tensor], s: &StepScalars) -> Result<(Tensor, Vec<Tensor>)> {
+        let (p, g) = (param.cast(DType::F32)?, grad.cast(DType::F32)?);
+        // The reference counts steps from 0.
+        let step = s.count.cast(DType::F32)?.add_scalar(-1.0)?;
+        let blocks = self.blocks(param.shape());
+        let n = (state.len() - 3) / 2;
+        let (stats, preconditioners) = state[3..].split_at(n);
+
+        let scaled = match self.graft {
+            Graft::RmspropNormalized => g.div(&norm(&g)?.add_scalar(1e-16)?)?,
+            Graft::Rmsprop => g.clone(),
+        };
+        let w2 = if self.beta2 == 1.0 { 1.0 } else { 1.0 - self.beta2 };
+        let nu = state[0].scale(self.beta2)?.add(&scaled.square()?.scale(w2)?)?;
+        let mut graft = scaled.div(&nu.sqrt()?.add_scalar(self.diagonal_epsilon)?)?;
+
+        let (new_stats, mut shampoo) = match &blocks {
+            Some(b) => (self.new_statistics(b, &g, stats)?, self.precondition(b, &g, preconditioners)?),
+            None => (vec![], graft.clone()),
+        };
+        // The preconditioned direction with the grafted step's norm.
+        shampoo = shampoo.mul(&norm(&graft)?.div(&norm(&shampoo)?.add_scalar(1e-16)?)?)?;
+        if self.weight_decay != 0.0 {
+            let decay = p.scale(self.weight_decay)?;
+            shampoo = shampoo.add(&decay)?;
+            graft = graft.add(&decay)?;
+        }
+        // Both momenta run from the first step, so switching to Shampoo finds its momentum warm.
+        let w = 1.0 - self.beta1;
+        let graft_momentum = state[1].scale(self.beta1)?.add(&graft.scale(w)?)?;
+        let shampoo_momentum = state[2].scale(self.beta1)?.add(&shampoo.scale(w)?)?;
+        let run_shampoo = step.ge(&step.scalar_like(self.start_preconditioning_step as f64))?;
+        let mut update = Tensor::select(&run_shampoo, &shampoo_momentum, &graft_momentum)?;
+        if self.nesterov {
+            update = Tensor::select(&run_shampoo, &shampoo, &graft)?.scale(w)?.add(&update.scale(self.beta1)?)?;
+        }
+        let new_param = p.sub(&update.mul(&s.lr.cast(DType::F32)?)?)?.cast(param.dtype())?;
+
+        let new_preconditioners = match &blocks {
+            Some(b) => self.refresh(b, &step, &new_stats, preconditioners)?,
+            None => vec![],
+        };
+        let mut new_state = vec![nu, graft_momentum, shampoo_momentum];
+        new_state.extend(new_stats);
+        new_state.extend(new_preconditioners);
+        Ok((new_param, new_state))
+    }
+}

@@ -1,0 +1,206 @@
+//! Distributed Shampoo against optax-shampoo 0.0.6 (tests/fixtures/shampoo,
+//! written by tools/make_shampoo_fixture.py), its inverse p-th root on its
+//! own, its config errors, and a short DalleBart training with it.
+mod common;
+use common::*;
+use dalle_xla::graph::{Graph, Tensor};
+use dalle_xla::models::dallebart::{TrainConfig, Trainer};
+use dalle_xla::optim::{inverse_pth_root, inverse_pth_roots, Graft, Optimizer, OptimizerConfig, Shampoo, StepScalars};
+use dalle_xla::{DType, HostTensor};
+use std::collections::BTreeMap;
+
+fn fixture() -> (BTreeMap<String, HostTensor>, serde_json::Value) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shampoo/steps.safetensors");
+    let (tensors, meta) = dalle_xla::weights::load_safetensors_with_metadata(&path).unwrap();
+    (tensors, serde_json::from_str(&meta["settings"]).unwrap())
+}
+
+fn row(t: &HostTensor, i: usize, shape: &[i64]) -> HostTensor {
+    let n = shape.iter().product::<i64>() as usize;
+    HostTensor::from_f64(DType::F32, shape, &t.to_f64_vec()[i * n..(i + 1) * n]).unwrap()
+}
+
+/// Runs `opt` on one parameter through `grads`, from the optimizer's initial
+/// state; returns the parameter after every step and the final state.
+fn run_steps(opt: &Shampoo, p0: &HostTensor, grads: &[HostTensor], lr: f64) -> (Vec<Vec<f64>>, Vec<(String, Vec<f64>)>) {
+    let g = Graph::new("shampoo");
+    let p = g.param("p", DType::F32, &p0.shape);
+    let grad = g.param("g", DType::F32, &p0.shape);
+    let specs = opt.state(p.ty());
+    let state: Vec<Tensor> = specs.iter().map(|s| g.param(&s.suffix, s.ty.dtype, &s.ty.shape)).collect();
+    let lr_t = g.param("lr", DType::F32, &[]);
+    let count = g.param("count", DType::F32, &[]);
+    let (np, ns) = opt.update(&p, &grad, &state, &StepScalars { lr: &lr_t, count: &count }).unwrap();
+    let mut outs = vec![&np];
+    outs.extend(ns.iter());
+    let prog = compile(&g, &outs);
+    let mut pv = p0.clone();
+    let mut sv: Vec<HostTensor> = specs.iter().map(|s| s.initial_value()).collect();
+    let mut history = Vec::new();
+    for (t, gr) in grads.iter().enumerate() {
+        let (lr_h, c) = (HostTensor::scalar(lr as f32), HostTensor::scalar((t + 1) as f32));
+        let mut args: Vec<&HostTensor> = vec![&pv, gr];
+        args.extend(sv.iter());
+        args.push(&lr_h);
+        args.push(&c);
+        let mut out = prog.run(&args).unwrap();
+        sv = out.split_off(1);
+        pv = out.remove(0);
+        history.push(pv.to_f64_vec());
+    }
+    (history, specs.iter().zip(&sv).map(|(s, v)| (s.suffix.clone(), v.to_f64_vec())).collect())
+}
+
+#[test]
+fn matches_optax_shampoo_step_by_step() {
+    let (f, s) = fixture();
+    let int = |k: &str| s[k].as_i64().unwrap();
+    let float = |k: &str| s[k].as_f64().unwrap();
+    let opt = Shampoo {
+        beta1: float("beta1"),
+        beta2: float("beta2"),
+        weight_decay: float("weight_decay"),
+        block_size: int("block_size"),
+        merge_small_dims_block_size: int("merge_small_dims_block_size"),
+        skip_preconditioning_dim_size_gt: int("skip_preconditioning_dim_size_gt"),
+        start_preconditioning_step: int("start_preconditioning_step"),
+        preconditioning_compute_steps: int("preconditioning_compute_steps"),
+        graft: Graft::RmspropNormalized,
+        nesterov: false,
+        ..Shampoo::default()
+    };
+    let steps = int("steps") as usize;
+    let names: Vec<String> = f.keys().filter_map(|k| k.strip_suffix("/init").map(String::from)).collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    for name in &names {
+        let shape = f[&format!("{name}/grads")].shape[1..].to_vec();
+        let p0 = HostTensor::from_f64(DType::F32, &shape, &f[&format!("{name}/init")].to_f64_vec()).unwrap();
+        let grads: Vec<HostTensor> = (0..steps).map(|t| row(&f[&format!("{name}/grads")], t, &shape)).collect();
+        let (history, state) = run_steps(&opt, &p0, &grads, float("learning_rate"));
+        let want = &f[&format!("{name}/params")];
+        for (t, got) in history.iter().enumerate() {
+            assert_close(got, &row(want, t, &shape).to_f64_vec(), 1e-4, &format!("{name} after step {}", t + 1));
+        }
+        let reference_name = |suffix: &str| match suffix {
+            "graft_nu" => "diag".to_string(),
+            "graft_momentum" => "diag_momentum".to_string(),
+            "shampoo_momentum" => "momentum".to_string(),
+            s => s.replace("shampoo_stat", "stat").replace("shampoo_precond", "precond"),
+        };
+        let expected_states = f.keys().filter(|k| k.starts_with(&format!("{name}/")) && !k.ends_with("/init") && !k.ends_with("/grads") && !k.ends_with("/params")).count();
+        assert_eq!(state.len(), expected_states, "{name}: state tensors {:?}", state.iter().map(|s| &s.0).collect::<Vec<_>>());
+        for (suffix, got) in &state {
+            let want = f[&format!("{name}/{}", reference_name(suffix))].to_f64_vec();
+            if suffix.starts_with("shampoo_precond") {
+                // The fixture must exercise the inverse roots, not keep the identity.
+                let n = (want.len() as f64).sqrt() as usize;
+                let off_identity = want.iter().enumerate().map(|(k, v)| (v - if k % (n + 1) == 0 { 1.0 } else { 0.0 }).abs()).fold(0.0, f64::max);
+                assert!(off_identity > 1e-2, "{name}/{suffix} is still the identity");
+            }
+            assert_close(got, &want, 1e-4, &format!("{name}/{suffix}"));
+        }
+    }
+}
+
+/// `x^p` of a square row-major matrix, in f64.
+fn mat_pow(x: &[f64], n: usize, p: u32) -> Vec<f64> {
+    let mul = |a: &[f64], b: &[f64]| -> Vec<f64> { (0..n * n).map(|k| (0..n).map(|j| a[k / n * n + j] * b[j * n + k % n]).sum()).collect() };
+    let mut out: Vec<f64> = (0..n * n).map(|k| if k % (n + 1) == 0 { 1.0 } else { 0.0 }).collect();
+    for _ in 0..p {
+        out = mul(&out, x);
+    }
+    out
+}
+
+fn check_root(m: &[f64], x: &[f64], n: usize, p: u32, what: &str) {
+    let xp = mat_pow(x, n, p);
+    let product: Vec<f64> = (0..n * n).map(|k| (0..n).map(|j| xp[k / n * n + j] * m[j * n + k % n]).sum()).collect();
+    let identity: Vec<f64> = (0..n * n).map(|k| if k % (n + 1) == 0 { 1.0 } else { 0.0 }).collect();
+    assert_close(&product, &identity, 2e-3, what);
+}
+
+#[test]
+fn inverse_pth_root_of_random_spd_matrices() {
+    let mut r = rng(3);
+    for (n, p) in [(8usize, 4u32), (8, 2), (5, 4), (1, 2)] {
+        // A Aᵀ + 0.1 I: symmetric positive definite, condition number in the
+        // hundreds; the second of the stack is 100 times larger.
+        let a = random(&mut r, DType::F32, &[n as i64, n as i64], -1.0, 1.0).to_f64_vec();
+        let m: Vec<f64> = (0..n * n).map(|k| (0..n).map(|j| a[k / n * n + j] * a[k % n * n + j]).sum::<f64>() + if k % (n + 1) == 0 { 0.1 } else { 0.0 }).collect();
+        let stack: Vec<f64> = m.iter().copied().chain(m.iter().map(|v| v * 100.0)).collect();
+        let (ni, what) = (n as i64, format!("X^{p} M for n = {n}"));
+
+        let g = Graph::new("root");
+        let mt = g.param("m", DType::F32, &[ni, ni]);
+        let (root, error) = inverse_pth_root(&mt, p, 1e-6).unwrap();
+        let out = compile(&g, &[&root, &error]).run(&[&HostTensor::from_f64(DType::F32, &[ni, ni], &m).unwrap()]).unwrap();
+        check_root(&m, &out[0].to_f64_vec(), n, p, &what);
+        assert!(out[1].to_f64_vec()[0] < 1e-3, "{what}: reported error {:?}", out[1].to_f64_vec());
+
+        let g = Graph::new("roots");
+        let mt = g.param("m", DType::F32, &[2, ni, ni]);
+        let (roots, errors) = inverse_pth_roots(&mt, p, 1e-6).unwrap();
+        let out = compile(&g, &[&roots, &errors]).run(&[&HostTensor::from_f64(DType::F32, &[2, ni, ni], &stack).unwrap()]).unwrap();
+        let x = out[0].to_f64_vec();
+        check_root(&m, &x[..n * n], n, p, &format!("{what} (stacked)"));
+        check_root(&stack[n * n..], &x[n * n..], n, p, &format!("{what} (stacked, x100)"));
+        assert!(out[1].to_f64_vec().iter().all(|&e| e < 1e-3), "{what}: reported errors {:?}", out[1].to_f64_vec());
+    }
+}
+
+#[test]
+fn bad_shampoo_settings_are_refused_naming_the_key() {
+    let shampoo = OptimizerConfig { kind: "shampoo".into(), ..OptimizerConfig::default() };
+    assert!(shampoo.validate().is_ok());
+    let built = shampoo.shampoo().unwrap();
+    assert_eq!((built.block_size, built.preconditioning_compute_steps, built.start_preconditioning_step), (1024, 10, 101));
+    assert_eq!(OptimizerConfig { preconditioning_compute_steps: 200, ..shampoo.clone() }.shampoo().unwrap().start_preconditioning_step, 201);
+    let cases: [(OptimizerConfig, &str); 6] = [
+        (OptimizerConfig { block_size: 0, ..shampoo.clone() }, "optimizer.block_size"),
+        (OptimizerConfig { preconditioning_compute_steps: 0, ..shampoo.clone() }, "optimizer.preconditioning_compute_steps"),
+        (OptimizerConfig { start_preconditioning_step: Some(-1), ..shampoo.clone() }, "optimizer.start_preconditioning_step"),
+        (OptimizerConfig { skip_preconditioning_dim_size_gt: -3, ..shampoo.clone() }, "optimizer.skip_preconditioning_dim_size_gt"),
+        (OptimizerConfig { graft: "adagrad".into(), ..shampoo.clone() }, "optimizer.graft"),
+        (OptimizerConfig { beta2: 1.5, ..shampoo.clone() }, "optimizer.beta2"),
+    ];
+    for (config, key) in cases {
+        let err = config.validate().unwrap_err();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    let kind = OptimizerConfig { kind: "sgd".into(), ..shampoo }.validate().unwrap_err();
+    assert!(kind.contains("shampoo"), "{kind}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml");
+    let err = TrainConfig::load(&path, &["optimizer.blok_size=4".to_string()]).unwrap_err().to_string();
+    assert!(err.contains("blok_size"), "{err}");
+}
+
+#[test]
+fn tiny_dallebart_learns_with_shampoo() {
+    let overrides: Vec<String> = [
+        // One layer each: every parameter compiles its own inverse-root loops.
+        "model.encoder_layers=1",
+        "model.decoder_layers=1",
+        "optimizer.kind=shampoo",
+        "optimizer.block_size=64",
+        "optimizer.start_preconditioning_step=6",
+        "optimizer.preconditioning_compute_steps=5",
+        "data.num_captions=4",
+        "train.eval_every=0",
+        "train.devices=1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml");
+    let config = TrainConfig::load(&path, &overrides).unwrap_or_else(|e| panic!("{e}")).0;
+    let mut t = Trainer::new(&client(), config).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = t.values().unwrap().into_iter().map(|(n, _)| n).collect();
+    assert!(names.iter().any(|n| n.ends_with("/shampoo_precond0")), "state names: {names:?}");
+    let first = t.train_step().unwrap().loss;
+    let mut last = first;
+    for _ in 1..16 {
+        last = t.train_step().unwrap().loss;
+        assert!(last.is_finite(), "loss {last} at step {}", t.step);
+    }
+    assert!(last < 0.7 * first, "loss after {} steps is {last} (started at {first})", t.step);
+}
