@@ -272,6 +272,7 @@ impl CompileCache {
 }
 
 /// A parsed entry file.
+#[derive(Debug)]
 struct Entry<'a> {
     key: String,
     name: String,
