@@ -15,7 +15,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn dalle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dalle")).args(args).env("DALLE_LOG", "warn").output().expect("run dalle")
+    Command::new(env!("CARGO_BIN_EXE_dalle")).args(args).env("DALLE_LOG", "warn").env("DALLE_COMPILE_CACHE", concat!(env!("CARGO_TARGET_TMPDIR"), "/compile-cache")).output().expect("run dalle")
 }
 
 fn stdout(out: &Output) -> String {

@@ -16,7 +16,7 @@ fn client() -> dalle_xla::pjrt::Client {
 }
 
 fn dalle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dalle")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("run dalle")
+    Command::new(env!("CARGO_BIN_EXE_dalle")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).env("DALLE_COMPILE_CACHE", concat!(env!("CARGO_TARGET_TMPDIR"), "/compile-cache")).output().expect("run dalle")
 }
 
 fn text(out: &Output) -> String {

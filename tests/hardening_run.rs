@@ -40,7 +40,7 @@ fn dalle(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
             command.env_remove(key);
         }
     }
-    command.env("NO_COLOR", "1").envs(env.iter().copied());
+    command.env("NO_COLOR", "1").env("DALLE_COMPILE_CACHE", concat!(env!("CARGO_TARGET_TMPDIR"), "/compile-cache")).envs(env.iter().copied());
     let out = command.output().expect("run dalle");
     (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }

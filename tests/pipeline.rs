@@ -84,6 +84,8 @@ fn pipeline_command(run: &Path, extra: &[&str]) -> Command {
     }
     command.args(extra);
     command.env("DALLE_LOG", "info").env("NO_COLOR", "1");
+    // Tests never write into the user's ~/.cache.
+    command.env("DALLE_COMPILE_CACHE", concat!(env!("CARGO_TARGET_TMPDIR"), "/compile-cache"));
     command
 }
 

@@ -171,6 +171,7 @@ fn ffi_struct_sizes_follow_the_c_header() {
         ("PJRT_Buffer_ToHostBuffer_Args", ffi::PJRT_Buffer_ToHostBuffer_Args::STRUCT_SIZE, 56),
         ("PJRT_Buffer_ElementType_Args", ffi::PJRT_Buffer_ElementType_Args::STRUCT_SIZE, 28),
         ("PJRT_Buffer_IsDeleted_Args", ffi::PJRT_Buffer_IsDeleted_Args::STRUCT_SIZE, 25),
+        ("PJRT_Executable_GetCompiledMemoryStats_Args", ffi::PJRT_Executable_GetCompiledMemoryStats_Args::STRUCT_SIZE, 120),
     ];
     for (name, ours, header) in cases {
         assert_eq!(ours, header, "{name}: STRUCT_SIZE {ours}, header layout gives {header}");

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn dalle(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dalle")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("run dalle")
+    Command::new(env!("CARGO_BIN_EXE_dalle")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).env("DALLE_COMPILE_CACHE", concat!(env!("CARGO_TARGET_TMPDIR"), "/compile-cache")).output().expect("run dalle")
 }
 
 fn check(out: &std::process::Output, what: &str) -> String {

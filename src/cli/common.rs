@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::Args;
 use dalle_xla::pjrt::{open_client, Client, ClientOptions};
+use dalle_xla::runtime::CompileCache;
 use std::path::PathBuf;
 
 /// The most virtual CPU devices a client is opened with.
@@ -28,7 +29,14 @@ impl DeviceArgs {
             anyhow::bail!("--cpu-devices must be between 1 and {MAX_CPU_DEVICES}, got {}", self.cpu_devices);
         }
         let options = if self.platform.contains("cpu") { ClientOptions::cpu_devices(self.cpu_devices) } else { ClientOptions::default() };
-        open_client(&self.platform, self.plugin.as_deref(), &options)
-            .with_context(|| format!("opening the PJRT client for platform '{}'", self.platform))
+        let client = open_client(&self.platform, self.plugin.as_deref(), &options)
+            .with_context(|| format!("opening the PJRT client for platform '{}'", self.platform))?;
+        // DALLE_COMPILE_CACHE: a directory or `off`; default ~/.cache/dalle-xla/compile.
+        let cache = CompileCache::from_env();
+        match &cache {
+            Some(c) => tracing::debug!("compile cache: {} (limit {} bytes)", c.dir().display(), c.max_bytes()),
+            None => tracing::debug!("compile cache: off"),
+        }
+        Ok(client.with_compile_cache(cache))
     }
 }

@@ -25,7 +25,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let xs: Vec<f32> = (0..12).map(|i| i as f32 / 12.0 - 0.5).collect();
     let ws: Vec<f32> = (0..6).map(|i| 0.3 - i as f32 * 0.1).collect();
     let out = program.run(&[&HostTensor::new(&[4, 3], &xs)?, &HostTensor::new(&[3, 2], &ws)?])?;
-    println!("compiled in {:.1?}", program.compile_time);
+    println!("{}", program.compile_note());
     println!("loss = {:.6}", out[0].to_f64_vec()[0]);
     println!("d loss / d w = {:?}", out[1].to_f64_vec().iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>());
     Ok(())

@@ -1,21 +1,43 @@
-//! `dalle info`: the plugin and its devices, and with `--config` the model's parameters.
+//! `dalle info`: the plugin and its devices; with `--config` the model's
+//! parameters and the per-device memory of its compiled training step.
 
 use super::common::DeviceArgs;
 use anyhow::Context;
 use clap::Args;
-use dalle_xla::models::dallebart::TrainConfig;
+use dalle_xla::models::dallebart::{TrainConfig, Trainer};
+use dalle_xla::pjrt::CompiledMemoryStats;
+use dalle_xla::runtime::memory::{format_bytes, MemoryEstimate};
+use dalle_xla::runtime::Program;
 use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// A training config: print its model's parameter count instead of the devices.
+    /// A training config: print its model's parameter count and the per-device
+    /// memory of its compiled training step instead of the devices.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Config overrides, `key.path=value` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// With --config: memory of one device in GiB; prints whether the training step fits.
+    #[arg(long, value_name = "GIB", value_parser = parse_gib, allow_hyphen_values = true)]
+    pub device_memory_gib: Option<f64>,
+    /// With --config: print the parameter count only, without compiling the training step.
+    #[arg(long)]
+    pub params_only: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+fn parse_gib(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("'{s}' is not a number of GiB"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("must be a positive number of GiB, got {s}"));
+    }
+    if v > 1e9 {
+        return Err(format!("{s} GiB is more memory than any device has"));
+    }
+    Ok(v)
 }
 
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {
@@ -30,7 +52,15 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
             println!("  {name:<10} {:>15} parameters ({:.1}M)", group_digits(*n), *n as f64 / 1e6);
         }
         println!("  {:<10} {:>15} parameters ({:.1}M)", "total", group_digits(total), total as f64 / 1e6);
+        if !args.params_only {
+            training_step_memory(&args, &config)?;
+        } else if args.device_memory_gib.is_some() {
+            anyhow::bail!("--device-memory-gib needs the compiled training step: drop --params-only");
+        }
         return Ok(());
+    }
+    if args.device_memory_gib.is_some() {
+        anyhow::bail!("--device-memory-gib needs --config: it compares a config's training step with the device memory");
     }
     let client = args.device.client()?;
     let plugin = client.plugin();
@@ -43,10 +73,85 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Compiles the training programs of `config` as `dalle train` does and prints what
+/// the compiler planned for each device; the config-based estimate where the plugin
+/// does not report it.
+fn training_step_memory(args: &InfoArgs, config: &TrainConfig) -> anyhow::Result<()> {
+    let client = args.device.client()?;
+    let (replicas, programs) = Trainer::compile_programs(&client, config, false).context("compiling the training step")?;
+    let t = &config.train;
+    println!(
+        "training step on {replicas} {} device(s), batch {} ({} per device per micro-batch), {}:",
+        client.platform(),
+        t.batch_size,
+        t.batch_size / replicas / t.gradient_accumulation.max(1),
+        t.dtype
+    );
+    let list: Vec<&Program> = [&programs.train, &programs.accumulate, &programs.apply].into_iter().flatten().collect();
+    let mut stats: Vec<(&Program, CompiledMemoryStats)> = Vec::new();
+    let mut unavailable = None;
+    for p in &list {
+        match p.exe.compiled_memory_stats() {
+            Ok(s) => stats.push((p, s)),
+            Err(e) => {
+                unavailable = Some(e);
+                break;
+            }
+        }
+    }
+    let needed = match unavailable {
+        None => {
+            for (p, s) in &stats {
+                print_stats(p, s);
+            }
+            // Programs run one after another: the largest one decides.
+            stats.iter().map(|(_, s)| s.device_total().max(0) as u64).max().unwrap_or(0)
+        }
+        Some(e) => {
+            println!("  the PJRT plugin does not report compiled memory ({e});");
+            let estimate = dalle_xla::models::dallebart::training_memory(config, replicas)?;
+            print_estimate(&estimate);
+            estimate.per_device_total()
+        }
+    };
+    if let Some(gib) = args.device_memory_gib {
+        let budget = (gib * (1u64 << 30) as f64) as u64;
+        let verdict = if needed <= budget { "fits" } else { "does not fit" };
+        println!("{verdict} in {gib} GiB per device (needs {})", format_bytes(needed));
+    }
+    Ok(())
+}
+
+fn print_stats(p: &Program, s: &CompiledMemoryStats) {
+    let row = |name: &str, bytes: i64, note: &str| println!("    {name:<15} {:>12} {:>11}{note}", group_digits(bytes), format_bytes(bytes.max(0) as u64));
+    println!("  {} ({}), per device:", p.name, p.compile_note());
+    row("arguments", s.arguments, "  parameters, optimizer state, batch");
+    row("outputs", s.outputs, "");
+    row("aliased", s.aliased, "  outputs written into donated arguments");
+    row("temporaries", s.temporaries, "");
+    row("generated code", s.generated_code, "");
+    row("total", s.device_total(), "  arguments + outputs - aliased + temporaries + code");
+    let host = s.host_arguments + s.host_outputs + s.host_temporaries + s.host_generated_code;
+    if host > 0 {
+        row("host total", host - s.host_aliased, "  host-memory buffers of the program");
+    }
+}
+
+fn print_estimate(e: &MemoryEstimate) {
+    println!("  config-based estimate, per device:");
+    for (name, bytes) in &e.per_device {
+        println!("    {name:<22} {:>11}", format_bytes(*bytes));
+    }
+    println!("    {:<22} {:>11}", "total", format_bytes(e.per_device_total()));
+}
+
 /// `437806080` -> `437,806,080`.
 fn group_digits(n: i64) -> String {
-    let s = n.to_string();
+    let s = n.unsigned_abs().to_string();
     let mut out = String::new();
+    if n < 0 {
+        out.push('-');
+    }
     for (i, c) in s.chars().enumerate() {
         if i > 0 && (s.len() - i) % 3 == 0 {
             out.push(',');

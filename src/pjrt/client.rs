@@ -7,6 +7,7 @@ use super::executable::LoadedExecutable;
 use super::ffi::{self, slot};
 use super::plugin::Plugin;
 use crate::dtype::DType;
+use crate::runtime::CompileCache;
 use std::sync::Arc;
 
 /// A value passed to `PJRT_Client_Create` (plugin specific, e.g. `cpu_device_count`).
@@ -98,6 +99,9 @@ impl Drop for ClientInner {
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<ClientInner>,
+    /// Where [`Program::compile`](crate::runtime::Program::compile) keeps and finds
+    /// executables; `None` (the default) compiles every time.
+    compile_cache: Option<Arc<CompileCache>>,
 }
 
 fn read_str(p: *const u8, n: usize) -> String {
@@ -172,7 +176,18 @@ impl Client {
             }
             inner.devices.push((dev, DeviceInfo { id: id.id, kind: read_str(kind.device_kind, kind.device_kind_size) }));
         }
-        Ok(Client { inner: Arc::new(inner) })
+        Ok(Client { inner: Arc::new(inner), compile_cache: None })
+    }
+
+    /// This client (sharing its devices) with programs compiled through `cache`;
+    /// `None` turns caching off. Clones made afterwards share the setting.
+    pub fn with_compile_cache(mut self, cache: Option<Arc<CompileCache>>) -> Client {
+        self.compile_cache = cache;
+        self
+    }
+
+    pub fn compile_cache(&self) -> Option<&Arc<CompileCache>> {
+        self.compile_cache.as_ref()
     }
 
     pub fn plugin(&self) -> &Arc<Plugin> {
@@ -196,7 +211,7 @@ impl Client {
         self.inner.devices.len()
     }
 
-    pub(crate) fn device_ids(&self) -> Vec<i64> {
+    pub fn device_ids(&self) -> Vec<i64> {
         self.inner.devices.iter().map(|d| d.1.id as i64).collect()
     }
 

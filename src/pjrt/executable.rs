@@ -6,6 +6,35 @@ use super::error::{PjrtError, Result};
 use super::ffi::{self, slot};
 use std::sync::Arc;
 
+/// Memory a compiled program needs on each of its devices, as the compiler
+/// planned it (`PJRT_Executable_GetCompiledMemoryStats`), in bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompiledMemoryStats {
+    pub generated_code: i64,
+    /// Every argument buffer (for a training step: parameters, optimizer state, batch).
+    pub arguments: i64,
+    pub outputs: i64,
+    /// Bytes of outputs that reuse (donated) argument buffers.
+    pub aliased: i64,
+    /// Scratch buffers live during execution.
+    pub temporaries: i64,
+    pub host_generated_code: i64,
+    pub host_arguments: i64,
+    pub host_outputs: i64,
+    pub host_aliased: i64,
+    pub host_temporaries: i64,
+    /// Peak, where the plugin reports it (newer C APIs); `None` otherwise.
+    pub peak: Option<i64>,
+}
+
+impl CompiledMemoryStats {
+    /// Device bytes in use at once: arguments, outputs not aliased to
+    /// arguments, temporaries and the generated code.
+    pub fn device_total(&self) -> i64 {
+        self.arguments + self.outputs - self.aliased + self.temporaries + self.generated_code
+    }
+}
+
 pub struct LoadedExecutable {
     client: Arc<ClientInner>,
     raw: *mut ffi::PJRT_LoadedExecutable,
@@ -93,6 +122,34 @@ impl LoadedExecutable {
             )?
         };
         Ok(a.size_in_bytes)
+    }
+
+    /// The compiler's per-device memory plan. An error names the missing call on
+    /// plugins whose API table lacks it, or the plugin's own refusal.
+    pub fn compiled_memory_stats(&self) -> Result<CompiledMemoryStats> {
+        let e = self.executable()?;
+        let mut a = ffi::PJRT_Executable_GetCompiledMemoryStats_Args::new();
+        a.executable = e.raw;
+        unsafe {
+            self.client.plugin.call(
+                slot::EXECUTABLE_GET_COMPILED_MEMORY_STATS,
+                "PJRT_Executable_GetCompiledMemoryStats",
+                &mut a,
+            )?
+        };
+        Ok(CompiledMemoryStats {
+            generated_code: a.generated_code_size_in_bytes,
+            arguments: a.argument_size_in_bytes,
+            outputs: a.output_size_in_bytes,
+            aliased: a.alias_size_in_bytes,
+            temporaries: a.temp_size_in_bytes,
+            host_generated_code: a.host_generated_code_size_in_bytes,
+            host_arguments: a.host_argument_size_in_bytes,
+            host_outputs: a.host_output_size_in_bytes,
+            host_aliased: a.host_alias_size_in_bytes,
+            host_temporaries: a.host_temp_size_in_bytes,
+            peak: (a.peak_memory_in_bytes > 0).then_some(a.peak_memory_in_bytes),
+        })
     }
 
     /// Serialized form for a compile cache; load it with `Client::deserialize`.

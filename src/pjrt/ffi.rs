@@ -197,6 +197,23 @@ pjrt_args!(PJRT_LoadedExecutable_AddressableDevices_Args {
 pjrt_args!(PJRT_Executable_SizeOfGeneratedCodeInBytes_Args {
     executable: *mut PJRT_Executable, size_in_bytes: i64,
 } last size_in_bytes: i64);
+// Mirrors `xla::CompiledMemoryStats`; newer headers end at `total_size_in_bytes`
+// (older plugins accept the larger struct and leave the last two fields zero).
+pjrt_args!(PJRT_Executable_GetCompiledMemoryStats_Args {
+    executable: *mut PJRT_Executable,
+    generated_code_size_in_bytes: i64,
+    argument_size_in_bytes: i64,
+    output_size_in_bytes: i64,
+    alias_size_in_bytes: i64,
+    temp_size_in_bytes: i64,
+    host_generated_code_size_in_bytes: i64,
+    host_argument_size_in_bytes: i64,
+    host_output_size_in_bytes: i64,
+    host_alias_size_in_bytes: i64,
+    host_temp_size_in_bytes: i64,
+    peak_memory_in_bytes: i64,
+    total_size_in_bytes: i64,
+} last total_size_in_bytes: i64);
 
 pjrt_args!(PJRT_ExecuteOptions {
     send_callbacks: *mut c_void,
@@ -307,6 +324,9 @@ pub mod slot {
     pub const BUFFER_IS_DELETED: usize = 68;
     pub const BUFFER_COPY_TO_DEVICE: usize = 69;
     pub const BUFFER_TO_HOST_BUFFER: usize = 70;
+    /// Appended after the 0.x layout froze (slot 96; `PJRT_Executable_Fingerprint` is 94):
+    /// present only when the plugin's table is long enough.
+    pub const EXECUTABLE_GET_COMPILED_MEMORY_STATS: usize = 96;
     /// Number of slots at API 0.114..0.116 (1144-byte table).
     pub const COUNT_AT_0_114: usize = 138;
 }

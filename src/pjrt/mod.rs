@@ -16,7 +16,7 @@ pub use buffer::Buffer;
 pub use client::{Client, ClientOptions, DeviceInfo, OptionValue};
 pub use compile_options::CompileOptions;
 pub use error::{PjrtError, Result};
-pub use executable::LoadedExecutable;
+pub use executable::{CompiledMemoryStats, LoadedExecutable};
 pub use plugin::{Plugin, KNOWN_API_MINOR, MIN_API_MINOR};
 
 use std::path::{Path, PathBuf};

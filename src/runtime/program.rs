@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::graph::{emit_module, Graph, ModuleOptions, Tensor, TensorType};
 use crate::host::HostTensor;
+use super::CompileCache;
 use crate::pjrt::{Buffer, Client, CompileOptions, LoadedExecutable};
 use std::time::{Duration, Instant};
 
@@ -77,7 +78,10 @@ pub struct Program {
     pub options: ProgramOptions,
     /// The StableHLO text it was compiled from.
     pub module: String,
+    /// Time to compile it, or to load it when it came from the compile cache.
     pub compile_time: Duration,
+    /// Whether the executable was loaded from the client's [`CompileCache`](super::CompileCache).
+    pub from_cache: bool,
 }
 
 impl Program {
@@ -97,10 +101,30 @@ impl Program {
             num_partitions: options.partitions.max(1),
             device_ids: options.device_assignment(client)?,
         };
+        let name = graph.name();
         let t = Instant::now();
-        let exe = client.compile(&module, &compile_opts).map_err(|e| annotate_compile_error(e, &module))?;
+        let cached = client.compile_cache().map(|cache| (cache, CompileCache::key(client, &module, &compile_opts)));
+        let expected_devices: Vec<usize> = match &options.devices {
+            Some(d) => d.clone(),
+            None => (0..compile_opts.num_devices()).collect(),
+        };
+        let hit = cached.as_ref().and_then(|(cache, key)| cache.load(key, client, &expected_devices));
+        let from_cache = hit.is_some();
+        let exe = match hit {
+            Some(exe) => exe,
+            None => client.compile(&module, &compile_opts).map_err(|e| annotate_compile_error(e, &module))?,
+        };
+        let compile_time = t.elapsed();
+        if from_cache {
+            tracing::debug!("program '{name}' loaded from the compile cache in {compile_time:.1?}");
+        } else {
+            tracing::debug!("program '{name}' compiled in {compile_time:.1?}");
+            if let Some((cache, key)) = &cached {
+                cache.store(key, &name, &exe);
+            }
+        }
         Ok(Program {
-            name: graph.name(),
+            name,
             exe,
             client: client.clone(),
             param_names: graph.param_names(),
@@ -108,8 +132,15 @@ impl Program {
             outputs: outs.iter().map(|t| t.ty().clone()).collect(),
             options: options.clone(),
             module,
-            compile_time: t.elapsed(),
+            compile_time,
+            from_cache,
         })
+    }
+
+    /// "compiled in 1.2s" or "loaded from the compile cache in 0.1s".
+    pub fn compile_note(&self) -> String {
+        let how = if self.from_cache { "loaded from the compile cache" } else { "compiled" };
+        format!("{how} in {:.1?}", self.compile_time)
     }
 
     /// Number of devices the program runs on at once.
@@ -228,6 +259,7 @@ impl Program {
             options: signature.options.clone(),
             module: signature.module.clone(),
             compile_time: t.elapsed(),
+            from_cache: false,
         })
     }
 }

@@ -24,6 +24,8 @@ pub fn train_command(run: &str, sets: &[&str]) -> Command {
         }
     }
     command.env("DALLE_LOG", "info").env("NO_COLOR", "1");
+    // Tests never write into the user's ~/.cache.
+    command.env("DALLE_COMPILE_CACHE", concat!(env!("CARGO_TARGET_TMPDIR"), "/compile-cache"));
     command
 }
 

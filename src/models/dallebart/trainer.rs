@@ -44,46 +44,12 @@ impl Trainer {
     /// rate and schedule, seed, steps, logging and evaluation intervals, checkpoints);
     /// `None` compiles them. Sweeps use this to compile once for many trials.
     pub fn with_programs(client: &Client, config: TrainConfig, programs: Option<Arc<StepPrograms>>) -> Result<Trainer> {
-        config.validate().map_err(Error::Invalid)?;
-        let t = &config.train;
-        let replicas = if !t.device_ids.is_empty() {
-            t.device_ids.len()
-        } else if t.devices == 0 {
-            client.device_count()
-        } else {
-            t.devices
-        };
-        if replicas > client.device_count() {
-            return Err(Error::Invalid(format!(
-                "train.devices is {replicas} but the {} client has {} devices",
-                client.platform(),
-                client.device_count()
-            )));
-        }
+        let replicas = Self::check_devices(client, &config)?;
         // Before allocating weights or compiling: absurd sizes become an error, not an abort.
         let estimate = crate::models::dallebart::training_memory(&config, replicas)?;
         crate::runtime::memory::check_fits("this DalleBart config", &estimate, client.platform(), replicas, "lower the model sizes or train.batch_size")?;
-        if let Some(d) = t.device_ids.iter().find(|&&d| d >= client.device_count()) {
-            return Err(Error::Invalid(format!(
-                "train.device_ids names device {d} but the {} client has devices 0..{}",
-                client.platform(),
-                client.device_count()
-            )));
-        }
-        let per_update = replicas * t.gradient_accumulation;
-        if t.batch_size % per_update != 0 {
-            return Err(Error::Invalid(format!(
-                "train.batch_size ({}) must be divisible by devices x train.gradient_accumulation ({replicas} x {})",
-                t.batch_size, t.gradient_accumulation
-            )));
-        }
+        let t = &config.train;
         let hosts = config.data.host_count.max(1);
-        if t.batch_size % (per_update * hosts) != 0 {
-            return Err(Error::Invalid(format!(
-                "train.batch_size ({}) must be divisible by devices x train.gradient_accumulation x data.host_count ({replicas} x {} x {hosts})",
-                t.batch_size, t.gradient_accumulation
-            )));
-        }
         let m = &config.model;
         let spec = LoaderSpec {
             batch_size: t.batch_size / t.gradient_accumulation / hosts,
@@ -113,6 +79,57 @@ impl Trainer {
         Ok(trainer)
     }
 
+    /// Validates `config` against `client` and returns the number of replicas it trains on
+    /// (`train.device_ids`, `train.devices`, or every device when that is 0).
+    pub fn check_devices(client: &Client, config: &TrainConfig) -> Result<usize> {
+        config.validate().map_err(Error::Invalid)?;
+        let t = &config.train;
+        let replicas = if !t.device_ids.is_empty() {
+            t.device_ids.len()
+        } else if t.devices == 0 {
+            client.device_count()
+        } else {
+            t.devices
+        };
+        if replicas > client.device_count() {
+            return Err(Error::Invalid(format!(
+                "train.devices is {replicas} but the {} client has {} devices",
+                client.platform(),
+                client.device_count()
+            )));
+        }
+        if let Some(d) = t.device_ids.iter().find(|&&d| d >= client.device_count()) {
+            return Err(Error::Invalid(format!(
+                "train.device_ids names device {d} but the {} client has devices 0..{}",
+                client.platform(),
+                client.device_count()
+            )));
+        }
+        let per_update = replicas * t.gradient_accumulation;
+        if t.batch_size % per_update != 0 {
+            return Err(Error::Invalid(format!(
+                "train.batch_size ({}) must be divisible by devices x train.gradient_accumulation ({replicas} x {})",
+                t.batch_size, t.gradient_accumulation
+            )));
+        }
+        let hosts = config.data.host_count.max(1);
+        if t.batch_size % (per_update * hosts) != 0 {
+            return Err(Error::Invalid(format!(
+                "train.batch_size ({}) must be divisible by devices x train.gradient_accumulation x data.host_count ({replicas} x {} x {hosts})",
+                t.batch_size, t.gradient_accumulation
+            )));
+        }
+        Ok(replicas)
+    }
+
+    /// The training programs of `config` on `client` exactly as a run compiles them,
+    /// without opening its data or allocating weights (`dalle info` reads their memory).
+    /// Returns the replica count and the programs; `with_eval` adds the eval program.
+    pub fn compile_programs(client: &Client, config: &TrainConfig, with_eval: bool) -> Result<(usize, StepPrograms)> {
+        let replicas = Self::check_devices(client, config)?;
+        Ok((replicas, Self::compile(client, config, replicas, with_eval)?))
+    }
+
     fn compile(client: &Client, config: &TrainConfig, replicas: usize, has_eval_data: bool) -> Result<StepPrograms> {
         let t = &config.train;
         let per_update = replicas * t.gradient_accumulation;
@@ -131,12 +148,18 @@ impl Trainer {
             accumulation: t.gradient_accumulation,
             with_eval: has_eval_data && t.eval_every > 0,
         })?;
+        let list: Vec<&Program> = [&programs.train, &programs.accumulate, &programs.apply, &programs.eval].into_iter().flatten().collect();
+        let from_cache = list.iter().filter(|p| p.from_cache).count();
         tracing::info!(
-            "compiled the training programs for {replicas} device(s) in {:.1?}: {} parameter tensors, {:.2}M parameters",
+            "compiled the training programs for {replicas} device(s) in {:.1?} ({from_cache} of {} from the compile cache): {} parameter tensors, {:.2}M parameters",
             started.elapsed(),
+            list.len(),
             programs.layout.params.len(),
             programs.layout.params.iter().map(|p| p.ty.numel()).sum::<i64>() as f64 / 1e6
         );
+        for p in &list {
+            tracing::info!("  {}: {}", p.name, p.compile_note());
+        }
         Ok(programs)
     }
 

@@ -1,0 +1,109 @@
+//! `dalle info --config`: the per-device memory of the compiled training step,
+//! read from the plugin (`PJRT_Executable_GetCompiledMemoryStats`).
+use dalle_xla::graph::Graph;
+use dalle_xla::pjrt::{open_client, ClientOptions};
+use dalle_xla::runtime::{Program, ProgramOptions};
+use dalle_xla::DType;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn cache_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("info-memory-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `dalle info ARGS` on one CPU device; (exit code, stdout + stderr).
+fn info(args: &[&str], cache: &str) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dalle"))
+        .args(["info", "--cpu-devices", "1"])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("DALLE_COMPILE_CACHE", cache)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run dalle");
+    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The byte count of row `name` of the train_step block (`    total   1,234 ...`).
+fn row(out: &str, name: &str) -> i64 {
+    let line = out
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("train_step"))
+        .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no '{name}' row in:\n{out}"));
+    line.trim_start()[name.len()..].split_whitespace().next().unwrap().replace(',', "").parse().unwrap()
+}
+
+fn tiny(sets: &[&str], extra: &[&str], cache: &str) -> String {
+    let mut args = vec!["--config", "configs/tiny.yaml", "--set", "train.devices=1"];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    args.extend(extra);
+    let (code, out) = info(&args, cache);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("does not report compiled memory"), "the CPU plugin reports compiled memory:\n{out}");
+    out
+}
+
+#[test]
+fn compiled_memory_of_a_small_program_counts_its_arguments() {
+    let client = open_client("cpu", None, &ClientOptions::cpu_devices(1)).unwrap();
+    let g = Graph::new("mem");
+    let x = g.param("x", DType::F32, &[64, 32]);
+    let w = g.param("w", DType::F32, &[32, 16]);
+    let y = x.matmul(&w).unwrap().tanh().unwrap();
+    let p = Program::compile(&client, &g, &[&y], &ProgramOptions::default()).unwrap();
+    let s = p.exe.compiled_memory_stats().unwrap();
+    assert!(s.arguments >= (64 * 32 + 32 * 16) * 4, "{s:?}");
+    assert!(s.outputs >= 64 * 16 * 4, "{s:?}");
+    assert!(s.device_total() >= s.arguments + s.outputs - s.aliased, "{s:?}");
+}
+
+#[test]
+fn info_prints_the_training_step_memory_and_it_grows_with_batch_and_width() {
+    let off = "off";
+    let base = tiny(&[], &[], off);
+    let total = row(&base, "total");
+    let (args, temps) = (row(&base, "arguments"), row(&base, "temporaries"));
+    assert!(total > 0 && args > 0, "{base}");
+    // Parameters and AdamW moments (12 bytes per parameter) are all arguments.
+    let params: i64 = base.lines().find(|l| l.trim_start().starts_with("total")).unwrap().split_whitespace().nth(1).unwrap().replace(',', "").parse().unwrap();
+    assert!(args >= params * 12, "arguments {args} < 12 x {params} parameters:\n{base}");
+
+    let batch = tiny(&["train.batch_size=16"], &[], off);
+    assert!(row(&batch, "temporaries") > temps, "twice the batch needs more temporaries:\n{base}\n{batch}");
+    assert!(row(&batch, "total") > total);
+
+    let wide = tiny(&["model.d_model=64"], &[], off);
+    assert!(row(&wide, "arguments") > args, "a wider model has larger arguments:\n{base}\n{wide}");
+    assert!(row(&wide, "total") > total);
+}
+
+#[test]
+fn device_memory_decides_fits_and_bad_values_are_refused() {
+    let cache = cache_dir("fits");
+    let cache = cache.to_str().unwrap();
+    let out = tiny(&[], &["--device-memory-gib", "16"], cache);
+    assert!(out.contains("fits in 16 GiB per device"), "{out}");
+    assert!(out.contains("train_step (compiled in"), "{out}");
+    // From the compile cache the figures are the same.
+    let again = tiny(&[], &["--device-memory-gib", "0.0001"], cache);
+    assert!(again.contains("train_step (loaded from the compile cache"), "{again}");
+    assert!(again.contains("does not fit in 0.0001 GiB per device"), "{again}");
+    assert_eq!(row(&again, "total"), row(&out, "total"));
+
+    for bad in ["0", "-2", "abc", "nan", "inf"] {
+        let joined = format!("--device-memory-gib={bad}");
+        for args in [vec!["--config", "configs/tiny.yaml", joined.as_str()], vec!["--config", "configs/tiny.yaml", "--device-memory-gib", bad]] {
+            let (code, out) = info(&args, "off");
+            assert_eq!(code, Some(2), "{args:?}: {out}");
+            assert!(out.contains("--device-memory-gib") && !out.contains("training step"), "{args:?}: the error names the flag: {out}");
+        }
+    }
+    let (code, out) = info(&["--device-memory-gib", "8"], "off");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("--device-memory-gib needs --config"), "{out}");
+}
