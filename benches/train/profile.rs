@@ -77,6 +77,7 @@ fn programs(client: &Client, config: &TrainConfig, accumulation: usize) -> anyho
         devices: None,
         accumulation,
         with_eval: true,
+        mesh: None,
     })?)
 }
 

@@ -24,6 +24,11 @@ pub struct LoopConfig {
     /// first `devices`, so runs can share a host on disjoint devices.
     #[serde(default)]
     pub device_ids: Vec<usize>,
+    /// Shard parameters, gradients and optimizer state over a (data, model)
+    /// device mesh whose axes multiply to the device count (see `mesh.rs`);
+    /// unset: every device holds a full copy (plain data parallelism).
+    #[serde(default)]
+    pub mesh: Option<super::Mesh>,
     #[serde(default = "default_log_every")]
     pub log_every: u64,
     /// Evaluate every this many updates; 0 disables evaluation.
@@ -59,6 +64,9 @@ impl LoopConfig {
     pub fn first_devices(&self, available: usize, trainer: &str) -> Result<usize, String> {
         if !self.device_ids.is_empty() {
             return Err(format!("train.device_ids is not supported by the {trainer} trainer: use train.devices (the first devices)"));
+        }
+        if self.mesh.is_some() {
+            return Err(format!("train.mesh is not supported by the {trainer} trainer (only DalleBart shards over a mesh): remove it"));
         }
         let replicas = if self.devices == 0 { available } else { self.devices };
         if replicas > available {

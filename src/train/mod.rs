@@ -4,10 +4,12 @@
 
 mod config;
 mod fit;
+pub mod mesh;
 mod metrics;
 mod run_dir;
 
 pub use config::LoopConfig;
+pub use mesh::{Axis, Mesh, Placement};
 pub use fit::{fit, FitOptions, Outcome, StepRecord, Trainable};
 pub use metrics::{MetricsLog, StepMetrics, LOSS_PLOT_FILE, METRICS_FILE};
 pub use run_dir::{RunDir, CONFIG_FILE};

@@ -14,7 +14,9 @@ use crate::nn::{ParamSpec, VarBuilder};
 use crate::optim::{clip_by_global_norm, Optimizer, StateSpec, StepScalars};
 use crate::pjrt::Client;
 use crate::runtime::{Program, ProgramOptions};
+use crate::train::{Axis, Mesh, Placement};
 use crate::DType;
+use std::collections::HashMap;
 
 /// Number of batch arguments (input ids, attention mask, labels) that lead every program.
 pub const BATCH_ARGS: usize = 3;
@@ -45,6 +47,51 @@ pub struct StepPrograms {
     pub apply: Option<Program>,
     /// `(batch, params) -> loss`.
     pub eval: Option<Program>,
+    /// Where each value lives when the programs are sharded over a mesh.
+    pub mesh: Option<MeshPlacements>,
+}
+
+/// Where every program argument and result lives on a mesh, by name:
+/// parameters by the partition rules, their optimizer state and gradient
+/// accumulators like them (or by shape when the state is shaped otherwise),
+/// the batch split over `data`, scalars replicated.
+pub struct MeshPlacements {
+    pub mesh: Mesh,
+    params: HashMap<String, (Vec<i64>, Placement)>,
+}
+
+impl MeshPlacements {
+    pub fn new(mesh: Mesh, params: &[ParamSpec]) -> Result<MeshPlacements> {
+        let params = params
+            .iter()
+            .map(|p| {
+                let placement = Placement::sharded(&p.name, &p.ty.shape, super::partition::model_axis_dim(&p.name), &mesh).map_err(crate::error::Error::Invalid)?;
+                Ok((p.name.clone(), (p.ty.shape.clone(), placement)))
+            })
+            .collect::<Result<_>>()?;
+        Ok(MeshPlacements { mesh, params })
+    }
+
+    /// The placement of the value `name` of `shape`.
+    pub fn of(&self, name: &str, shape: &[i64]) -> Result<Placement> {
+        if let Some((_, p)) = self.params.get(name) {
+            return Ok(p.clone());
+        }
+        if matches!(name, "input_ids" | "attention_mask" | "labels") {
+            let mut dims = vec![None; shape.len()];
+            dims[0] = Some(Axis::Data);
+            return Ok(Placement { dims });
+        }
+        if let Some((param, _)) = name.rsplit_once('/') {
+            if let Some((param_shape, p)) = self.params.get(param) {
+                if param_shape.as_slice() == shape {
+                    return Ok(p.clone());
+                }
+                return Placement::sharded(name, shape, None, &self.mesh).map_err(crate::error::Error::Invalid);
+            }
+        }
+        Ok(Placement::replicated(shape.len()))
+    }
 }
 
 pub struct StepSetup<'a> {
@@ -60,6 +107,9 @@ pub struct StepSetup<'a> {
     /// Micro-batches summed into one update.
     pub accumulation: usize,
     pub with_eval: bool,
+    /// Shard every value over this mesh (one SPMD program over all its
+    /// devices; `replicas` must then be 1 and `per_device` the global batch).
+    pub mesh: Option<Mesh>,
 }
 
 /// Batch inputs of one device: `[b, T_text]` ids and mask, `[b, T_img]` labels.
@@ -137,17 +187,46 @@ fn update_outputs(
     Ok(new_params)
 }
 
-fn compile(s: &StepSetup, g: &Graph, outs: &[Tensor], mut opts: ProgramOptions) -> Result<Program> {
+/// Compiles `outs` (named `out_names`, for their placement on a mesh).
+fn compile(s: &StepSetup, placements: Option<&MeshPlacements>, g: &Graph, outs: &[Tensor], out_names: &[String], mut opts: ProgramOptions) -> Result<Program> {
     opts.devices = s.devices.clone();
+    if let Some(m) = placements {
+        let sharding = |(name, shape): (&String, &[i64])| -> Result<Option<String>> { Ok(Some(m.of(name, shape)?.sharding(&m.mesh))) };
+        let (names, types) = (g.param_names(), g.param_types());
+        opts.arg_shardings = names.iter().zip(&types).map(|(n, t)| sharding((n, &t.shape))).collect::<Result<_>>()?;
+        opts.result_shardings = out_names.iter().zip(outs).map(|(n, t)| sharding((n, t.shape()))).collect::<Result<_>>()?;
+        opts.partitions = m.mesh.devices();
+        opts.replicas = 1;
+        opts.devices = Some(s.devices.clone().unwrap_or_else(|| (0..m.mesh.devices()).collect()));
+    }
     let refs: Vec<&Tensor> = outs.iter().collect();
     Program::compile(s.client, g, &refs, &opts)
+}
+
+/// Names of `update_outputs`' results: parameters, state, loss and gradient norm.
+fn update_names(layout_names: &[String]) -> Vec<String> {
+    layout_names.iter().cloned().chain(["loss".to_string(), "grad_norm".to_string()]).collect()
 }
 
 /// Builds and compiles the programs for `setup`.
 pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
     let n = s.replicas;
     let scale_of = |micro: usize| 1.0 / (n * micro) as f64;
-    let mut programs = StepPrograms { layout: StepLayout { params: vec![], state: vec![] }, train: None, accumulate: None, apply: None, eval: None };
+    if s.mesh.is_some() && n != 1 {
+        return Err(crate::error::Error::Invalid("a mesh-sharded step is one SPMD program: replicas must be 1".into()));
+    }
+    let mut programs =
+        StepPrograms { layout: StepLayout { params: vec![], state: vec![] }, train: None, accumulate: None, apply: None, eval: None, mesh: None };
+    // The parameter specs decide the placements; they come from tracing the model once.
+    let placements = match s.mesh {
+        Some(mesh) => {
+            let g = Graph::new("placements");
+            let (_, vb, _) = loss_graph(&g, s.model, s.per_device)?;
+            Some(MeshPlacements::new(mesh, &vb.specs())?)
+        }
+        None => None,
+    };
+    let p = placements.as_ref();
 
     if s.accumulation <= 1 {
         let g = Graph::new("train_step");
@@ -161,8 +240,10 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         let mean_loss = replica_sum(&loss, n)?.scale(scale_of(1))?;
         let outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss)?;
         let donated = BATCH_ARGS..BATCH_ARGS + params.len() + state_specs.len();
-        programs.train = Some(compile(s, &g, &outs, ProgramOptions::replicated(n).donating(donated))?);
-        programs.layout = StepLayout { params: specs, state: state_specs };
+        let layout = StepLayout { params: specs, state: state_specs };
+        let names = update_names(&layout.names());
+        programs.train = Some(compile(s, p, &g, &outs, &names, ProgramOptions::replicated(n).donating(donated))?);
+        programs.layout = layout;
     } else {
         // accumulate: (batch, params, grad_acc, loss_acc) -> (grad_acc + grads, loss_acc + loss)
         let g = Graph::new("accumulate");
@@ -177,7 +258,8 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         outs.push(loss_acc.add(&loss.cast(DType::F32)?)?);
         let first_acc = BATCH_ARGS + params.len();
         let donated = first_acc..first_acc + params.len() + 1;
-        programs.accumulate = Some(compile(s, &g, &outs, ProgramOptions::replicated(n).donating(donated))?);
+        let acc_names: Vec<String> = specs.iter().map(|p| format!("{}/grad_acc", p.name)).chain(["loss_acc".to_string()]).collect();
+        programs.accumulate = Some(compile(s, p, &g, &outs, &acc_names, ProgramOptions::replicated(n).donating(donated))?);
 
         // apply: (params, state, grad_acc, loss_acc, lr, count) -> (params, state, 0, 0, loss, grad_norm)
         let g = Graph::new("apply");
@@ -196,15 +278,20 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         }
         outs.extend(tail);
         let donated = 0..2 * params.len() + state_specs.len() + 1;
-        programs.apply = Some(compile(s, &g, &outs, ProgramOptions::replicated(n).donating(donated))?);
-        programs.layout = StepLayout { params: specs, state: state_specs };
+        let layout = StepLayout { params: specs, state: state_specs };
+        let mut names = layout.names();
+        names.extend(acc_names);
+        names.extend(["loss".to_string(), "grad_norm".to_string()]);
+        programs.apply = Some(compile(s, p, &g, &outs, &names, ProgramOptions::replicated(n).donating(donated))?);
+        programs.layout = layout;
     }
 
     if s.with_eval {
         let g = Graph::new("eval_step");
         let (_, _, loss) = loss_graph(&g, s.model, s.per_device)?;
         let mean_loss = replica_sum(&loss, n)?.scale(scale_of(1))?;
-        programs.eval = Some(compile(s, &g, &[mean_loss], ProgramOptions::replicated(n))?);
+        programs.eval = Some(compile(s, p, &g, &[mean_loss], &["loss".to_string()], ProgramOptions::replicated(n))?);
     }
+    programs.mesh = placements;
     Ok(programs)
 }

@@ -105,11 +105,24 @@ impl Trainer {
                 client.device_count()
             )));
         }
-        let per_update = replicas * t.gradient_accumulation;
+        // On a mesh the batch is split over its data axis only.
+        let split = match &t.mesh {
+            Some(mesh) => {
+                mesh.validate(replicas).map_err(Error::Invalid)?;
+                if config.data.host_count > 1 {
+                    return Err(Error::Invalid("train.mesh with data.host_count > 1 is not supported yet: one host drives the whole mesh".into()));
+                }
+                mesh.data
+            }
+            None => replicas,
+        };
+        let per_update = split * t.gradient_accumulation;
         if t.batch_size % per_update != 0 {
             return Err(Error::Invalid(format!(
-                "train.batch_size ({}) must be divisible by devices x train.gradient_accumulation ({replicas} x {})",
-                t.batch_size, t.gradient_accumulation
+                "train.batch_size ({}) must be divisible by {} x train.gradient_accumulation ({split} x {})",
+                t.batch_size,
+                if t.mesh.is_some() { "the mesh's data axis" } else { "devices" },
+                t.gradient_accumulation
             )));
         }
         let hosts = config.data.host_count.max(1);
@@ -132,7 +145,8 @@ impl Trainer {
 
     fn compile(client: &Client, config: &TrainConfig, replicas: usize, has_eval_data: bool) -> Result<StepPrograms> {
         let t = &config.train;
-        let per_update = replicas * t.gradient_accumulation;
+        // On a mesh the step is one program over the global batch.
+        let (per_update, program_replicas) = if t.mesh.is_some() { (t.gradient_accumulation, 1) } else { (replicas * t.gradient_accumulation, replicas) };
         let compute = DType::parse(&t.dtype).ok_or_else(|| Error::Invalid(format!("train.dtype must be f32 or bf16, got '{}'", t.dtype)))?;
         let model = DalleBart::new(config.model.clone(), Precision { compute });
         let optimizer = config.optimizer.build().map_err(Error::Invalid)?;
@@ -143,10 +157,11 @@ impl Trainer {
             optimizer: optimizer.as_ref(),
             max_grad_norm: config.optimizer.max_grad_norm,
             per_device: (t.batch_size / per_update) as i64,
-            replicas,
+            replicas: program_replicas,
             devices: (!t.device_ids.is_empty()).then(|| t.device_ids.clone()),
             accumulation: t.gradient_accumulation,
             with_eval: has_eval_data && t.eval_every > 0,
+            mesh: t.mesh,
         })?;
         let list: Vec<&Program> = [&programs.train, &programs.accumulate, &programs.apply, &programs.eval].into_iter().flatten().collect();
         let from_cache = list.iter().filter(|p| p.from_cache).count();
@@ -214,21 +229,59 @@ impl Trainer {
             all.extend(layout.params.iter().map(|p| HostTensor::zeros(p.ty.dtype, &p.ty.shape)));
             all.push(HostTensor::scalar(0f32));
         }
-        let refs: Vec<&HostTensor> = all.iter().collect();
-        self.device_state = (0..self.replicas).map(|d| self.program().upload(d, &refs)).collect::<Result<_>>()?;
+        let Some(mesh) = &self.programs.mesh else {
+            let refs: Vec<&HostTensor> = all.iter().collect();
+            self.device_state = (0..self.replicas).map(|d| self.program().upload(d, &refs)).collect::<Result<_>>()?;
+            return Ok(());
+        };
+        // Each device gets its shard of every value.
+        let mut names = layout.names();
+        if self.programs.accumulate.is_some() {
+            names.extend(layout.params.iter().map(|p| format!("{}/grad_acc", p.name)));
+            names.push("loss_acc".into());
+        }
+        let placements: Vec<_> = names.iter().zip(&all).map(|(n, v)| mesh.of(n, &v.shape)).collect::<Result<_>>()?;
+        self.device_state = (0..self.replicas)
+            .map(|d| {
+                let shards: Vec<HostTensor> = placements.iter().zip(&all).map(|(p, v)| p.shard(v, &mesh.mesh, d)).collect();
+                self.program().upload(d, &shards.iter().collect::<Vec<_>>())
+            })
+            .collect::<Result<_>>()?;
         Ok(())
     }
 
-    /// Parameters and optimizer state from the first device, with their names.
+    /// Parameters and optimizer state with their names: from the first
+    /// device, or put together from every device's shard on a mesh.
     pub fn values(&self) -> Result<Vec<(String, HostTensor)>> {
-        let names = self.programs.layout.names();
-        names.into_iter().zip(&self.device_state[0]).map(|(n, b)| Ok((n, download(b)?))).collect()
+        let layout = &self.programs.layout;
+        let names = layout.names();
+        let Some(mesh) = &self.programs.mesh else {
+            return names.into_iter().zip(&self.device_state[0]).map(|(n, b)| Ok((n, download(b)?))).collect();
+        };
+        let types = layout.params.iter().map(|p| &p.ty).chain(layout.state.iter().map(|(_, s)| &s.ty));
+        names
+            .into_iter()
+            .zip(types)
+            .enumerate()
+            .map(|(k, (n, ty))| {
+                let shards: Vec<HostTensor> = self.device_state.iter().map(|d| download(&d[k])).collect::<Result<_>>()?;
+                let whole = mesh.of(&n, &ty.shape)?.unshard(&shards, &ty.shape, &mesh.mesh);
+                Ok((n, whole))
+            })
+            .collect()
     }
 
     /// Parameters only, by name.
     pub fn parameters(&self) -> Result<Vec<(String, HostTensor)>> {
         let n = self.programs.layout.params.len();
         Ok(self.values()?.into_iter().take(n).collect())
+    }
+
+    /// Elements of parameters and optimizer state each device holds (all of
+    /// them without a mesh, its shards on one).
+    pub fn elements_per_device(&self) -> Result<Vec<i64>> {
+        let n = self.programs.layout.names().len();
+        self.device_state.iter().map(|d| d[..n].iter().map(|b| Ok(b.dims()?.iter().product::<i64>())).sum()).collect()
     }
 
     pub fn parameter_count(&self) -> i64 {
@@ -245,10 +298,9 @@ impl Trainer {
         self.train_data.position()
     }
 
-    /// Uploads each device's shard of `batch`.
+    /// Uploads each device's shard of `batch` (on a mesh: the shard of its data index).
     fn upload_batch(&self, batch: &Batch) -> Result<Vec<Vec<Buffer>>> {
-        let shards = batch.shard(self.replicas)?;
-        shards.iter().enumerate().map(|(d, s)| self.program().upload(d, &[&s.input_ids, &s.attention_mask, &s.labels])).collect()
+        upload_batch(self.program(), batch, self.replicas, self.programs.mesh.as_ref().map(|m| m.mesh))
     }
 
     fn scalars(&self, lr: f64) -> Result<Vec<Vec<Buffer>>> {
@@ -335,12 +387,7 @@ impl Trainer {
         let batches = self.config.train.eval_batches.max(1);
         for _ in 0..batches {
             let batch = data.next_batch()?;
-            let shards = batch.shard(self.replicas)?;
-            let inputs: Vec<Vec<Buffer>> = shards
-                .iter()
-                .enumerate()
-                .map(|(d, s)| program.upload(d, &[&s.input_ids, &s.attention_mask, &s.labels]))
-                .collect::<Result<_>>()?;
+            let inputs = upload_batch(program, &batch, self.replicas, self.programs.mesh.as_ref().map(|m| m.mesh))?;
             let args: Vec<Vec<&Buffer>> =
                 (0..self.replicas).map(|d| inputs[d].iter().chain(&self.device_state[d][..n_params]).collect()).collect();
             let out = program.execute(&args)?;
@@ -401,4 +448,19 @@ impl Trainable for Trainer {
         let types = layout.params.iter().map(|p| p.ty.clone()).chain(layout.state.iter().map(|(_, s)| s.ty.clone()));
         layout.names().into_iter().zip(types).collect()
     }
+}
+
+/// Uploads `batch` to the `devices` of `program`: a shard per device, or on a
+/// mesh the shard of each device's data index (devices along the model axis
+/// get the same one).
+fn upload_batch(program: &Program, batch: &Batch, devices: usize, mesh: Option<crate::train::Mesh>) -> Result<Vec<Vec<Buffer>>> {
+    let split = mesh.map_or(devices, |m| m.data);
+    let model = mesh.map_or(1, |m| m.model);
+    let shards = batch.shard(split)?;
+    (0..devices)
+        .map(|d| {
+            let s = &shards[d / model];
+            program.upload(d, &[&s.input_ids, &s.attention_mask, &s.labels])
+        })
+        .collect()
 }

@@ -1,0 +1,111 @@
+//! DalleBart training sharded over a (data, model) device mesh on 8 CPU
+//! devices: the same updates as plain data parallelism, each device holding
+//! its share of the state, checkpoints that move between meshes, and clear
+//! errors for meshes that cannot work.
+mod common;
+use common::*;
+use dalle_xla::models::dallebart::{TrainConfig, Trainer};
+use dalle_xla::train::Trainable;
+
+fn tiny(optimizer: &str, extra: &[&str]) -> TrainConfig {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml");
+    // 63 image codes: lm_head's 64 output rows split over a model axis of 2 or 4.
+    let mut overrides: Vec<String> =
+        ["train.devices=8", "train.eval_every=0", "model.image_vocab_size=63", &format!("optimizer.kind={optimizer}")].iter().map(|s| s.to_string()).collect();
+    overrides.extend(extra.iter().map(|s| s.to_string()));
+    TrainConfig::load(&path, &overrides).unwrap_or_else(|e| panic!("{e}")).0
+}
+
+fn mesh(data: usize, model: usize) -> String {
+    format!("train.mesh={{data: {data}, model: {model}}}")
+}
+
+fn trainer(config: TrainConfig) -> Trainer {
+    Trainer::new(&client(), config).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn assert_same_values(got: &Trainer, want: &Trainer, tol: f64, what: &str) {
+    let (got, want) = (got.values().unwrap(), want.values().unwrap());
+    assert_eq!(got.len(), want.len());
+    for ((name, g), (_, w)) in got.iter().zip(&want) {
+        assert_eq!(g.shape, w.shape, "{what}: {name} keeps its whole shape");
+        assert_close(&g.to_f64_vec(), &w.to_f64_vec(), tol, &format!("{what}: {name}"));
+    }
+}
+
+#[test]
+fn sharded_steps_equal_the_replicated_steps() {
+    for (optimizer, meshes) in [("adamw", &[(8, 1), (4, 2), (2, 4)][..]), ("adafactor", &[(2, 4)][..])] {
+        let mut replicated = trainer(tiny(optimizer, &[]));
+        let losses: Vec<f64> = (0..3).map(|_| replicated.train_step().unwrap().loss).collect();
+        for &(data, model) in meshes {
+            let what = format!("{optimizer} on mesh {{data: {data}, model: {model}}}");
+            let mut sharded = trainer(tiny(optimizer, &[&mesh(data, model)]));
+            for (step, want) in losses.iter().enumerate() {
+                let got = sharded.train_step().unwrap().loss;
+                assert_close(&[got], &[*want], 1e-5, &format!("{what}: loss of step {}", step + 1));
+            }
+            assert_same_values(&sharded, &replicated, 1e-5, &what);
+        }
+    }
+}
+
+#[test]
+fn each_device_holds_its_share_of_the_state() {
+    let replicated = trainer(tiny("adamw", &[]));
+    let full = replicated.elements_per_device().unwrap();
+    assert!(full.iter().all(|&n| n == full[0]), "every replica holds everything");
+    for (data, model) in [(8, 1), (4, 2)] {
+        let sharded = trainer(tiny("adamw", &[&mesh(data, model)]));
+        let per_device = sharded.elements_per_device().unwrap();
+        assert_eq!(per_device.len(), 8);
+        for (d, &n) in per_device.iter().enumerate() {
+            // Only tensors no axis divides (a few norm scales) stay whole.
+            let share = n as f64 / full[0] as f64;
+            assert!(share < 1.0 / 8.0 + 0.02, "mesh {{{data}, {model}}}: device {d} holds {n} of {} elements ({share:.3})", full[0]);
+        }
+    }
+}
+
+#[test]
+fn a_checkpoint_moves_between_meshes() {
+    let mut first = trainer(tiny("adamw", &[&mesh(8, 1)]));
+    for _ in 0..2 {
+        first.train_step().unwrap();
+    }
+    let saved = first.snapshot().unwrap();
+    for (data, model) in [(2, 4)] {
+        let mut moved = trainer(tiny("adamw", &[&mesh(data, model)]));
+        moved.restore(&saved).unwrap();
+        // Resharding loses nothing: the restored state is the saved state, bit for bit.
+        for ((name, got), (_, want)) in moved.values().unwrap().iter().zip(&saved.tensors) {
+            assert_eq!(got, want, "{name} after moving to mesh {{{data}, {model}}}");
+        }
+        let mut same = trainer(tiny("adamw", &[&mesh(8, 1)]));
+        same.restore(&saved).unwrap();
+        for step in 3..=4 {
+            let (a, b) = (same.train_step().unwrap().loss, moved.train_step().unwrap().loss);
+            assert_close(&[b], &[a], 1e-5, &format!("step {step} on mesh {{{data}, {model}}} after the move"));
+        }
+    }
+    // And onto plain data parallelism.
+    let mut plain = trainer(tiny("adamw", &[]));
+    plain.restore(&saved).unwrap();
+    assert_eq!(plain.values().unwrap(), saved.tensors, "restored without a mesh");
+}
+
+#[test]
+fn meshes_that_cannot_work_are_refused_by_name() {
+    let e = Trainer::new(&client(), tiny("adamw", &[&mesh(4, 1)])).err().expect("4 x 1 on 8 devices").to_string();
+    assert!(e.contains("train.mesh") && e.contains("multiply to the device count"), "{e}");
+    // 65 image-token rows (64 codes + start token) cannot split over a model axis of 2.
+    let e = Trainer::new(&client(), tiny("adamw", &[&mesh(4, 2), "model.image_vocab_size=64"])).err().expect("65 rows over 2").to_string();
+    assert!(e.contains("decoder.embed_tokens.embedding") && e.contains("model axis (2)") && e.contains("(65)"), "{e}");
+    let e = Trainer::new(&client(), tiny("adamw", &[&mesh(8, 1), "train.batch_size=4"])).err().expect("batch 4 over data 8").to_string();
+    assert!(e.contains("train.batch_size") && e.contains("data axis"), "{e}");
+    let e = TrainConfig::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml"), &["train.mesh={data: 8, modle: 1}".into()])
+        .err()
+        .expect("a misspelt axis")
+        .to_string();
+    assert!(e.contains("modle"), "{e}");
+}
