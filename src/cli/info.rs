@@ -22,6 +22,10 @@ pub struct InfoArgs {
     /// With --config: memory of one device in GiB; prints whether the training step fits.
     #[arg(long, value_name = "GIB", value_parser = parse_gib, allow_hyphen_values = true)]
     pub device_memory_gib: Option<f64>,
+    /// With --config: shard the training step over this device mesh, e.g.
+    /// `data=8` or `data=4,model=2` (sets train.mesh and train.devices).
+    #[arg(long, value_name = "AXES", value_parser = parse_mesh)]
+    pub mesh: Option<(usize, usize)>,
     /// With --config: print the parameter count only, without compiling the training step.
     #[arg(long)]
     pub params_only: bool,
@@ -40,9 +44,29 @@ fn parse_gib(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// `data=8,model=2` -> (8, 2); `model` defaults to 1.
+fn parse_mesh(s: &str) -> Result<(usize, usize), String> {
+    let (mut data, mut model) = (None, 1);
+    for part in s.split(',') {
+        let (axis, n) = part.split_once('=').ok_or_else(|| format!("'{part}' is not axis=size (e.g. data=8,model=1)"))?;
+        let n: usize = n.trim().parse().ok().filter(|&n| n > 0).ok_or_else(|| format!("axis {axis}: '{n}' is not a positive size"))?;
+        match axis.trim() {
+            "data" => data = Some(n),
+            "model" => model = n,
+            other => return Err(format!("unknown mesh axis '{other}': the axes are data and model")),
+        }
+    }
+    Ok((data.ok_or("the mesh needs a data axis, e.g. data=8")?, model))
+}
+
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.config {
-        let (config, _) = TrainConfig::load(path, &args.overrides)?;
+        let mut overrides = args.overrides.clone();
+        if let Some((data, model)) = args.mesh {
+            overrides.push(format!("train.mesh={{data: {data}, model: {model}}}"));
+            overrides.push(format!("train.devices={}", data * model));
+        }
+        let (config, _) = TrainConfig::load(path, &overrides)?;
         // Counted with checked arithmetic first: building the graph of an absurd config would overflow.
         dalle_xla::models::dallebart::parameter_count(&config.model)?;
         let groups = dalle_xla::models::dallebart::parameter_groups(&config.model).context("building the model graph")?;
@@ -52,6 +76,9 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
             println!("  {name:<10} {:>15} parameters ({:.1}M)", group_digits(*n), *n as f64 / 1e6);
         }
         println!("  {:<10} {:>15} parameters ({:.1}M)", "total", group_digits(total), total as f64 / 1e6);
+        if args.mesh.is_some() && args.params_only {
+            anyhow::bail!("--mesh shards the compiled training step: drop --params-only");
+        }
         if !args.params_only {
             training_step_memory(&args, &config)?;
         } else if args.device_memory_gib.is_some() {
@@ -80,12 +107,15 @@ fn training_step_memory(args: &InfoArgs, config: &TrainConfig) -> anyhow::Result
     let client = args.device.client()?;
     let (replicas, programs) = Trainer::compile_programs(&client, config, false).context("compiling the training step")?;
     let t = &config.train;
+    let split = t.mesh.map_or(replicas, |m| m.data);
+    let layout = t.mesh.map_or("replicated".to_string(), |m| format!("sharded over mesh {{data: {}, model: {}}}", m.data, m.model));
     println!(
-        "training step on {replicas} {} device(s), batch {} ({} per device per micro-batch), {}:",
+        "training step on {replicas} {} device(s), {layout}, batch {} ({} per data shard per micro-batch), {}, {} layers:",
         client.platform(),
         t.batch_size,
-        t.batch_size / replicas / t.gradient_accumulation.max(1),
-        t.dtype
+        t.batch_size / split / t.gradient_accumulation.max(1),
+        t.dtype,
+        if config.model.scan_layers { "scanned" } else { "unrolled" }
     );
     let list: Vec<&Program> = [&programs.train, &programs.accumulate, &programs.apply].into_iter().flatten().collect();
     let mut stats: Vec<(&Program, CompiledMemoryStats)> = Vec::new();
