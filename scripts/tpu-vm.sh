@@ -6,7 +6,8 @@
 # Commands:
 #   create    create the TPU VM (Spot by default)
 #   run       copy the source and config to the VM, build dalle, install the TPU
-#             plugin and start `dalle train --config CONFIG --run RUN` in the background
+#             plugin and start `dalle train --config CONFIG --run RUN --compile-cache-in-run`
+#             in the background (compiled programs follow the run to the next VM)
 #   babysit   loop: check the VM; when it was preempted (or is gone) recreate it and
 #             run again; when training exited with 75 (stopped early, checkpoint
 #             saved) start it again; stop when training exits 0 or with another error
@@ -146,7 +147,7 @@ do_run() {
   {
     echo '#!/usr/bin/env bash'
     echo 'cd ~/dalle-xla'
-    printf 'DALLE_PLATFORM=tpu target/release/dalle train --config ~/%q --run %q' "$(basename "$config")" "$run_url"
+    printf 'DALLE_PLATFORM=tpu target/release/dalle train --config ~/%q --run %q --compile-cache-in-run' "$(basename "$config")" "$run_url"
     if [[ ${#train_args[@]} -gt 0 ]]; then printf ' %q' "${train_args[@]}"; fi
     echo
     echo 'echo $? > ~/dalle-exit-code'

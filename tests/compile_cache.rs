@@ -194,3 +194,38 @@ fn the_size_limit_deletes_the_least_recently_used_entries() {
     assert!(!left.contains(&a) && !left.contains(&c));
     assert!(compile(&tight, 4.0, 1).from_cache);
 }
+
+#[test]
+fn a_remote_tier_carries_programs_to_a_machine_with_an_empty_cache() {
+    // The run directory's compile-cache folder, here on disk; a second machine
+    // has its own, empty local cache.
+    let remote_dir = scratch("remote");
+    let remote = || dalle_xla::storage::open(remote_dir.to_str().unwrap()).unwrap();
+    let (first_local, second_local) = (scratch("first-machine"), scratch("second-machine"));
+    let first = compile(&client_with(CompileCache::new(&first_local).with_remote(remote())), 2.5, 1);
+    assert!(!first.from_cache);
+    assert_eq!(entries(&remote_dir).len(), 1, "the compiled program is copied to the remote tier");
+
+    let second = compile(&client_with(CompileCache::new(&second_local).with_remote(remote())), 2.5, 1);
+    assert!(second.from_cache, "loaded from the remote tier instead of compiled");
+    assert_eq!(run(&second), run(&first), "bit-identical results");
+    assert_eq!(entries(&second_local).len(), 1, "the fetched entry is kept locally");
+
+    // A damaged remote entry is compiled around and replaced.
+    let entry = entries(&remote_dir).remove(0);
+    std::fs::write(&entry, b"DXLAPJRT garbage").unwrap();
+    let third = compile(&client_with(CompileCache::new(scratch("third-machine")).with_remote(remote())), 2.5, 1);
+    assert!(!third.from_cache, "a damaged remote entry is not used");
+    assert_eq!(run(&third), run(&first));
+    let fourth = compile(&client_with(CompileCache::new(scratch("fourth-machine")).with_remote(remote())), 2.5, 1);
+    assert!(fourth.from_cache, "the compile rewrote a good remote entry");
+
+    // An unreachable remote tier never fails a compile.
+    let blocked = scratch("blocked");
+    let location = dalle_xla::storage::open(blocked.to_str().unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&blocked);
+    std::fs::write(&blocked, b"a file where the folder should be").unwrap();
+    let cache = CompileCache::new(scratch("fifth-machine")).with_remote(location);
+    let fifth = compile(&client_with(cache), 3.5, 1);
+    assert!(!fifth.from_cache);
+}

@@ -59,7 +59,7 @@ fn run_ships_the_code_builds_installs_libtpu_and_starts_training() {
     let launcher = dir.join("dalle-train-dalle-tpu.sh");
     let text = std::fs::read_to_string(&launcher).unwrap();
     assert!(
-        text.contains("DALLE_PLATFORM=tpu target/release/dalle train --config ~/mini.yaml --run gs://bucket/runs/mini-1 --set optimizer.lr=3e-4\n"),
+        text.contains("DALLE_PLATFORM=tpu target/release/dalle train --config ~/mini.yaml --run gs://bucket/runs/mini-1 --compile-cache-in-run --set optimizer.lr=3e-4\n"),
         "{text}"
     );
     assert!(text.contains("echo $? > ~/dalle-exit-code"), "{text}");

@@ -19,6 +19,11 @@ pub struct TrainArgs {
     /// Run directory: local path, gs://bucket/prefix, s3://bucket/prefix (overrides `train.run_dir`).
     #[arg(long)]
     pub run: Option<String>,
+    /// Also keep compiled programs in the run directory (`compile-cache/`), so
+    /// a fresh machine resuming the run (a new TPU VM after preemption) loads
+    /// them instead of compiling; the local cache (DALLE_COMPILE_CACHE) must be on.
+    #[arg(long)]
+    pub compile_cache_in_run: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -32,7 +37,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let stop = StopHandling::install(&config.checkpoint)?;
     // A bad run URL, storage setting or credential should fail now, not after compiling the model.
     let lease = lease_run_dir(&config.train.run_dir, &config.storage)?;
-    let client = args.device.client()?;
+    let mut client = args.device.client()?;
+    if args.compile_cache_in_run {
+        let Some(local) = client.compile_cache() else {
+            anyhow::bail!("--compile-cache-in-run needs the local compile cache, but DALLE_COMPILE_CACHE turns it off");
+        };
+        let remote = dalle_xla::storage::open_with(&config.train.run_dir, &config.storage)?.join("compile-cache");
+        tracing::info!("compiled programs are also kept in {}", remote.url);
+        let cache = std::sync::Arc::new(local.with_remote(remote));
+        client = client.with_compile_cache(Some(cache));
+    }
     let mut trainer = Trainer::new(&client, config.clone())?;
     let mut run = open_run(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
     tracing::info!(

@@ -17,8 +17,16 @@
 //! into place, so concurrent processes and kills never leave a partial entry.
 //! After each write, the least recently used entries (by modification time,
 //! refreshed on every hit) are deleted while the directory exceeds its limit.
+//!
+//! A second, remote tier (`with_remote`: a folder of the run directory, on
+//! `gs://`, `s3://` or disk) follows a run from machine to machine: a program
+//! missing locally is fetched from it and kept locally, and every program
+//! compiled is copied to it. A fresh TPU VM resuming a preempted run then
+//! loads its programs instead of compiling them. The remote tier is best
+//! effort like the local one: failures are logged once and never fail a run.
 
 use crate::pjrt::{Client, CompileOptions, LoadedExecutable};
+use crate::storage::Location;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Write;
@@ -50,6 +58,10 @@ pub struct CompileCache {
     /// Set once writing failed: later programs are neither written nor warned about.
     unwritable: AtomicBool,
     temp_counter: AtomicU64,
+    /// The remote tier, if any.
+    remote: Option<Location>,
+    /// Set once the remote tier failed: it is not used again.
+    remote_failed: AtomicBool,
 }
 
 /// Why a cache entry was not used.
@@ -61,7 +73,64 @@ enum Miss {
 impl CompileCache {
     /// A cache in `dir` (created on first write) with the default size limit.
     pub fn new(dir: impl Into<PathBuf>) -> CompileCache {
-        CompileCache { dir: dir.into(), max_bytes: DEFAULT_MAX_BYTES, unwritable: AtomicBool::new(false), temp_counter: AtomicU64::new(0) }
+        CompileCache {
+            dir: dir.into(),
+            max_bytes: DEFAULT_MAX_BYTES,
+            unwritable: AtomicBool::new(false),
+            temp_counter: AtomicU64::new(0),
+            remote: None,
+            remote_failed: AtomicBool::new(false),
+        }
+    }
+
+    /// The same cache with `remote` (e.g. the run directory's `compile-cache`
+    /// folder) as a second tier.
+    pub fn with_remote(&self, remote: Location) -> CompileCache {
+        CompileCache { remote: Some(remote), ..CompileCache::new(self.dir.clone()).with_max_bytes(self.max_bytes) }
+    }
+
+    fn remote_failed(&self, what: &str, e: impl std::fmt::Display) {
+        if !self.remote_failed.swap(true, Ordering::Relaxed) {
+            let url = self.remote.as_ref().map_or(String::new(), |r| r.url.clone());
+            tracing::warn!("the remote compile cache {url} failed ({what}: {e}); going on with the local cache only");
+        }
+    }
+
+    /// Copies the remote entry of `key` into the local directory; false when there is none.
+    fn fetch_remote(&self, key: &str) -> bool {
+        let Some(remote) = self.remote.as_ref().filter(|_| !self.remote_failed.load(Ordering::Relaxed)) else { return false };
+        let name = format!("{key}.{EXTENSION}");
+        match remote.get(&name) {
+            Ok(Some(bytes)) => match Entry::parse(&bytes) {
+                Ok(entry) if entry.key == key => match self.write_entry(key, &entry.name, entry.payload) {
+                    Ok(()) => {
+                        tracing::debug!("program '{}' fetched from the remote compile cache {}", entry.name, remote.url);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::debug!("cannot keep the remote entry {name} locally: {e}");
+                        false
+                    }
+                },
+                // A bad remote entry is replaced when the program is compiled and stored.
+                Ok(_) | Err(_) => {
+                    tracing::warn!("the remote compile cache entry {}/{name} is unusable; compiling", remote.url);
+                    false
+                }
+            },
+            Ok(None) => false,
+            Err(e) => {
+                self.remote_failed("reading", e);
+                false
+            }
+        }
+    }
+
+    fn store_remote(&self, key: &str, name: &str, payload: &[u8]) {
+        let Some(remote) = self.remote.as_ref().filter(|_| !self.remote_failed.load(Ordering::Relaxed)) else { return };
+        if let Err(e) = remote.put(&format!("{key}.{EXTENSION}"), Entry::encode(key, name, payload)) {
+            self.remote_failed("writing", e);
+        }
     }
 
     pub fn with_max_bytes(mut self, max_bytes: u64) -> CompileCache {
@@ -138,7 +207,11 @@ impl CompileCache {
     /// are the client device indices it must run on. A bad entry is logged and deleted.
     pub(crate) fn load(&self, key: &str, client: &Client, expected_devices: &[usize]) -> Option<LoadedExecutable> {
         let path = self.entry_path(key);
-        match self.try_load(&path, key, client, expected_devices) {
+        let mut found = self.try_load(&path, key, client, expected_devices);
+        if matches!(found, Err(Miss::Absent)) && self.fetch_remote(key) {
+            found = self.try_load(&path, key, client, expected_devices);
+        }
+        match found {
             Ok(exe) => {
                 // Refresh the entry's place in the LRU order; failing that only ages it.
                 if let Ok(f) = std::fs::File::options().write(true).open(&path) {
@@ -183,7 +256,7 @@ impl CompileCache {
     /// Writes `exe` under `key`, then trims the directory to its limit. Never fails:
     /// problems are logged (an unwritable directory once) and caching stops.
     pub(crate) fn store(&self, key: &str, name: &str, exe: &LoadedExecutable) {
-        if self.unwritable.load(Ordering::Relaxed) {
+        if self.unwritable.load(Ordering::Relaxed) && self.remote.is_none() {
             return;
         }
         let payload = match exe.serialize() {
@@ -193,6 +266,10 @@ impl CompileCache {
                 return;
             }
         };
+        self.store_remote(key, name, &payload);
+        if self.unwritable.load(Ordering::Relaxed) {
+            return;
+        }
         if let Err(e) = self.write_entry(key, name, &payload) {
             if !self.unwritable.swap(true, Ordering::Relaxed) {
                 tracing::warn!("the compile cache {} is not writable ({e}); going on without caching", self.dir.display());

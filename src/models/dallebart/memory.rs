@@ -58,7 +58,14 @@ pub fn training_memory(config: &TrainConfig, replicas: usize) -> Result<MemoryEs
         _ => 4,
     };
     let compute_copy = if config.train.dtype == "bf16" { 2 } else { 0 };
-    let micro = (config.train.batch_size / replicas.max(1) / config.train.gradient_accumulation.max(1)).max(1) as i64;
+    // On a mesh each device keeps 1/devices of the weights and state (the
+    // estimate is a lower bound) and the batch is split over the data axis.
+    let (split, sharded_over) = match config.train.mesh {
+        Some(m) => (m.data, m.devices().max(1) as u64),
+        None => (replicas, 1),
+    };
+    let parameters_here = parameters.div_ceil(sharded_over);
+    let micro = (config.train.batch_size / split.max(1) / config.train.gradient_accumulation.max(1)).max(1) as i64;
     let (d, t, l) = (c.d_model, c.max_text_length, c.image_length);
     let (el, dl) = (c.encoder_layers as i64, c.decoder_layers as i64);
     let image_rows = c.image_vocab_size.saturating_add(1);
@@ -77,8 +84,8 @@ pub fn training_memory(config: &TrainConfig, replicas: usize) -> Result<MemoryEs
     Ok(MemoryEstimate {
         parameters,
         per_device: vec![
-            ("weights and gradients", bytes(parameters, 8 + compute_copy)?),
-            ("optimizer state", bytes(parameters, optimizer_per_param)?),
+            ("weights and gradients", bytes(parameters_here, 8 + compute_copy)?),
+            ("optimizer state", bytes(parameters_here, optimizer_per_param)?),
             ("activations", bytes(activations, 4)?),
         ],
         host: bytes(parameters, 8)?,
