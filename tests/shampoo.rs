@@ -3,9 +3,9 @@
 //! own, its config errors, and a short DalleBart training with it.
 mod common;
 use common::*;
-use dalle_xla::graph::{Graph, Tensor};
+use dalle_xla::graph::Graph;
 use dalle_xla::models::dallebart::{TrainConfig, Trainer};
-use dalle_xla::optim::{inverse_pth_root, inverse_pth_roots, Graft, Optimizer, OptimizerConfig, Shampoo, StepScalars};
+use dalle_xla::optim::{inverse_pth_root, inverse_pth_roots, Graft, OptimizerConfig, Shampoo};
 use dalle_xla::{DType, HostTensor};
 use std::collections::BTreeMap;
 
@@ -18,37 +18,6 @@ fn fixture() -> (BTreeMap<String, HostTensor>, serde_json::Value) {
 fn row(t: &HostTensor, i: usize, shape: &[i64]) -> HostTensor {
     let n = shape.iter().product::<i64>() as usize;
     HostTensor::from_f64(DType::F32, shape, &t.to_f64_vec()[i * n..(i + 1) * n]).unwrap()
-}
-
-/// Runs `opt` on one parameter through `grads`, from the optimizer's initial
-/// state; returns the parameter after every step and the final state.
-fn run_steps(opt: &Shampoo, p0: &HostTensor, grads: &[HostTensor], lr: f64) -> (Vec<Vec<f64>>, Vec<(String, Vec<f64>)>) {
-    let g = Graph::new("shampoo");
-    let p = g.param("p", DType::F32, &p0.shape);
-    let grad = g.param("g", DType::F32, &p0.shape);
-    let specs = opt.state(p.ty());
-    let state: Vec<Tensor> = specs.iter().map(|s| g.param(&s.suffix, s.ty.dtype, &s.ty.shape)).collect();
-    let lr_t = g.param("lr", DType::F32, &[]);
-    let count = g.param("count", DType::F32, &[]);
-    let (np, ns) = opt.update(&p, &grad, &state, &StepScalars { lr: &lr_t, count: &count }).unwrap();
-    let mut outs = vec![&np];
-    outs.extend(ns.iter());
-    let prog = compile(&g, &outs);
-    let mut pv = p0.clone();
-    let mut sv: Vec<HostTensor> = specs.iter().map(|s| s.initial_value()).collect();
-    let mut history = Vec::new();
-    for (t, gr) in grads.iter().enumerate() {
-        let (lr_h, c) = (HostTensor::scalar(lr as f32), HostTensor::scalar((t + 1) as f32));
-        let mut args: Vec<&HostTensor> = vec![&pv, gr];
-        args.extend(sv.iter());
-        args.push(&lr_h);
-        args.push(&c);
-        let mut out = prog.run(&args).unwrap();
-        sv = out.split_off(1);
-        pv = out.remove(0);
-        history.push(pv.to_f64_vec());
-    }
-    (history, specs.iter().zip(&sv).map(|(s, v)| (s.suffix.clone(), v.to_f64_vec())).collect())
 }
 
 #[test]
@@ -76,7 +45,7 @@ fn matches_optax_shampoo_step_by_step() {
         let shape = f[&format!("{name}/grads")].shape[1..].to_vec();
         let p0 = HostTensor::from_f64(DType::F32, &shape, &f[&format!("{name}/init")].to_f64_vec()).unwrap();
         let grads: Vec<HostTensor> = (0..steps).map(|t| row(&f[&format!("{name}/grads")], t, &shape)).collect();
-        let (history, state) = run_steps(&opt, &p0, &grads, float("learning_rate"));
+        let (history, state) = optimizer_steps(&opt, &p0, &grads, float("learning_rate"));
         let want = &f[&format!("{name}/params")];
         for (t, got) in history.iter().enumerate() {
             assert_close(got, &row(want, t, &shape).to_f64_vec(), 1e-4, &format!("{name} after step {}", t + 1));

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use dalle_xla::graph::{vjp, Graph, Tensor, TensorType};
+use dalle_xla::optim::{Optimizer, StepScalars};
 use dalle_xla::pjrt::{open_client, Client, ClientOptions};
 use dalle_xla::runtime::{Program, ProgramOptions};
 use dalle_xla::{DType, HostTensor};
@@ -119,4 +120,35 @@ pub fn check_vjp(shapes: &[Vec<i64>], inputs: &[HostTensor], f: impl Fn(&[Tensor
             "{what}: VJP mismatch on direction {trial}: finite differences {numeric}, vjp {analytic}"
         );
     }
+}
+
+/// Runs `opt` on one parameter through `grads`, from the optimizer's initial
+/// state; returns the parameter after every step and the final state.
+pub fn optimizer_steps(opt: &dyn Optimizer, p0: &HostTensor, grads: &[HostTensor], lr: f64) -> (Vec<Vec<f64>>, Vec<(String, Vec<f64>)>) {
+    let g = Graph::new("optimizer_step");
+    let p = g.param("p", DType::F32, &p0.shape);
+    let grad = g.param("g", DType::F32, &p0.shape);
+    let specs = opt.state(p.ty());
+    let state: Vec<Tensor> = specs.iter().map(|s| g.param(&s.suffix, s.ty.dtype, &s.ty.shape)).collect();
+    let lr_t = g.param("lr", DType::F32, &[]);
+    let count = g.param("count", DType::F32, &[]);
+    let (np, ns) = opt.update(&p, &grad, &state, &StepScalars { lr: &lr_t, count: &count }).unwrap();
+    let mut outs = vec![&np];
+    outs.extend(ns.iter());
+    let prog = compile(&g, &outs);
+    let mut pv = p0.clone();
+    let mut sv: Vec<HostTensor> = specs.iter().map(|s| s.initial_value()).collect();
+    let mut history = Vec::new();
+    for (t, gr) in grads.iter().enumerate() {
+        let (lr_h, c) = (HostTensor::scalar(lr as f32), HostTensor::scalar((t + 1) as f32));
+        let mut args: Vec<&HostTensor> = vec![&pv, gr];
+        args.extend(sv.iter());
+        args.push(&lr_h);
+        args.push(&c);
+        let mut out = prog.run(&args).unwrap();
+        sv = out.split_off(1);
+        pv = out.remove(0);
+        history.push(pv.to_f64_vec());
+    }
+    (history, specs.iter().zip(&sv).map(|(s, v)| (s.suffix.clone(), v.to_f64_vec())).collect())
 }
