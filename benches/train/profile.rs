@@ -5,7 +5,9 @@
 //!   gradient-accumulation program), clipping + optimizer update (the apply
 //!   program), the fused step program alone on device buffers, and the
 //!   trainer's whole step (which adds the batch from the data loader, its
-//!   upload and the loss read-back);
+//!   upload and the loss read-back, and runs on real token ids where the
+//!   programs above run on zeros, which may change the embedding's gather
+//!   and scatter);
 //! - by part of the model: the fused step of the config against the same
 //!   config with one encoder layer fewer, one decoder layer fewer, a 64-wide
 //!   image vocabulary (the head and the loss) and a 64-wide text vocabulary
@@ -124,7 +126,8 @@ pub fn profile(client: &Client, name: &str, config: &TrainConfig, calls: usize) 
     row("backward (forward + backward - forward)", forward_backward - forward, whole);
     row("clip + optimizer update", update, whole);
     row("fused step program on device buffers", fused, whole);
-    row("host: batch from the loader, upload, read-back", whole - fused, whole);
+    // The programs above run on zeros; the trainer on real token ids.
+    row("rest: loader, upload, read-back, real ids", whole - fused, whole);
     row("trainer step (all of the above)", whole, whole);
 
     println!("  by part: the fused step without that part, and what removing it saved (forward + backward + update;");
