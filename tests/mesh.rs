@@ -109,3 +109,28 @@ fn meshes_that_cannot_work_are_refused_by_name() {
         .to_string();
     assert!(e.contains("modle"), "{e}");
 }
+
+#[test]
+#[ignore = "about 5 minutes on 2 cores: XLA compiles the sharded Shampoo step slowly; run with --ignored"]
+fn shampoo_state_shards_like_any_state() {
+    // One layer each side (Shampoo compiles inverse-root loops per parameter);
+    // preconditioners start at step 2 and refresh every 2 steps, so 4 steps
+    // use statistics, roots and grafting.
+    let shampoo = [
+        "model.encoder_layers=1",
+        "model.decoder_layers=1",
+        "optimizer.block_size=16",
+        "optimizer.start_preconditioning_step=2",
+        "optimizer.preconditioning_compute_steps=2",
+    ];
+    let mut replicated = trainer(tiny("shampoo", &shampoo));
+    let losses: Vec<f64> = (0..4).map(|_| replicated.train_step().unwrap().loss).collect();
+    let mut extra = shampoo.to_vec();
+    let on_mesh = mesh(4, 2);
+    extra.push(&on_mesh);
+    let mut sharded = trainer(tiny("shampoo", &extra));
+    for (step, want) in losses.iter().enumerate() {
+        assert_close(&[sharded.train_step().unwrap().loss], &[*want], 1e-5, &format!("shampoo on mesh {{4, 2}}: loss of step {}", step + 1));
+    }
+    assert_same_values(&sharded, &replicated, 1e-4, "shampoo on mesh {4, 2}");
+}
