@@ -20,11 +20,9 @@
 
 use dalle_xla::graph::TensorType;
 use dalle_xla::host::HostTensor;
-use dalle_xla::models::dallebart::{compile_step_programs, DalleBart, StepPrograms, StepSetup, TrainConfig, Trainer};
-use dalle_xla::nn::Precision;
+use dalle_xla::models::dallebart::{StepPrograms, TrainConfig, Trainer};
 use dalle_xla::pjrt::{Buffer, Client};
 use dalle_xla::runtime::Program;
-use dalle_xla::DType;
 use std::time::Instant;
 
 /// Seconds per call of `run`, after `warmup` calls, over `calls` calls.
@@ -66,22 +64,14 @@ fn time_program(program: &Program, carried_from: usize, carried: usize, calls: u
     })
 }
 
+/// The trainer's own programs for `config` with `accumulation` micro-batches
+/// of the config's whole batch each (so every program sees the same batch).
 fn programs(client: &Client, config: &TrainConfig, accumulation: usize) -> anyhow::Result<StepPrograms> {
-    let compute = DType::parse(&config.train.dtype).ok_or_else(|| anyhow::anyhow!("train.dtype '{}'", config.train.dtype))?;
-    let model = DalleBart::new(config.model.clone(), Precision { compute });
-    let optimizer = config.optimizer.build().map_err(anyhow::Error::msg)?;
-    Ok(compile_step_programs(&StepSetup {
-        client,
-        model: &model,
-        optimizer: optimizer.as_ref(),
-        max_grad_norm: config.optimizer.max_grad_norm,
-        per_device: config.train.batch_size as i64,
-        replicas: 1,
-        devices: None,
-        accumulation,
-        with_eval: true,
-        mesh: None,
-    })?)
+    let mut c = config.clone();
+    c.train.batch_size *= accumulation;
+    c.train.gradient_accumulation = accumulation;
+    c.train.eval_every = 1;
+    Ok(Trainer::compile_programs(client, &c, true)?.1)
 }
 
 /// The fused step program alone, in seconds per step.

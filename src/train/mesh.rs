@@ -164,10 +164,15 @@ impl Placement {
         format!("{{devices=[{}]{}{replicate}}}", tiles.join(","), devices.join(","))
     }
 
+    /// Where device `d`'s block of `block` shape starts in the whole tensor.
+    fn block_start(&self, block: &[i64], mesh: &Mesh, d: usize) -> Vec<i64> {
+        self.dims.iter().zip(block).map(|(a, &n)| a.map_or(0, |a| mesh.index(d, a) as i64 * n)).collect()
+    }
+
     /// The block of `full` that device `d` holds.
     pub fn shard(&self, full: &HostTensor, mesh: &Mesh, d: usize) -> HostTensor {
         let shape = self.shard_shape(&full.shape, mesh);
-        let start: Vec<i64> = self.dims.iter().zip(&shape).map(|(a, &n)| a.map_or(0, |a| mesh.index(d, a) as i64 * n)).collect();
+        let start = self.block_start(&shape, mesh, d);
         let mut out = HostTensor::zeros(full.dtype, &shape);
         for (at_full, at_part, len) in runs(&full.shape, &shape, &start, full.dtype.size_in_bytes()) {
             out.data[at_part..at_part + len].copy_from_slice(&full.data[at_full..at_full + len]);
@@ -181,7 +186,7 @@ impl Placement {
         let mut full = HostTensor::zeros(dtype, shape);
         let block = self.shard_shape(shape, mesh);
         for (d, s) in shards.iter().enumerate() {
-            let start: Vec<i64> = self.dims.iter().zip(&block).map(|(a, &n)| a.map_or(0, |a| mesh.index(d, a) as i64 * n)).collect();
+            let start = self.block_start(&block, mesh, d);
             for (at_full, at_part, len) in runs(shape, &block, &start, dtype.size_in_bytes()) {
                 full.data[at_full..at_full + len].copy_from_slice(&s.data[at_part..at_part + len]);
             }

@@ -34,6 +34,15 @@ impl StepLayout {
         let params = self.params.iter().map(|p| p.name.clone());
         params.chain(self.state.iter().map(|(p, s)| format!("{p}/{}", s.suffix))).collect()
     }
+
+    /// Names of the gradient-accumulation values: `<param>/grad_acc` per parameter, then `loss_acc`.
+    pub fn accumulator_names(&self) -> Vec<String> {
+        accumulator_names(&self.params)
+    }
+}
+
+fn accumulator_names(params: &[ParamSpec]) -> Vec<String> {
+    params.iter().map(|p| format!("{}/grad_acc", p.name)).chain(["loss_acc".to_string()]).collect()
 }
 
 /// The programs of one training setup.
@@ -250,7 +259,8 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         let (_, vb, loss) = loss_graph(&g, s.model, s.per_device)?;
         let params = vb.tensors();
         let specs = vb.specs();
-        let acc: Vec<Tensor> = specs.iter().map(|p| g.param(&format!("{}/grad_acc", p.name), p.ty.dtype, &p.ty.shape)).collect();
+        let acc_names = accumulator_names(&specs);
+        let acc: Vec<Tensor> = specs.iter().zip(&acc_names).map(|(p, name)| g.param(name, p.ty.dtype, &p.ty.shape)).collect();
         let loss_acc = g.param("loss_acc", DType::F32, &[]);
         let refs: Vec<&Tensor> = params.iter().collect();
         let grads = grad(&loss, &refs)?;
@@ -258,14 +268,13 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         outs.push(loss_acc.add(&loss.cast(DType::F32)?)?);
         let first_acc = BATCH_ARGS + params.len();
         let donated = first_acc..first_acc + params.len() + 1;
-        let acc_names: Vec<String> = specs.iter().map(|p| format!("{}/grad_acc", p.name)).chain(["loss_acc".to_string()]).collect();
         programs.accumulate = Some(compile(s, p, &g, &outs, &acc_names, ProgramOptions::replicated(n).donating(donated))?);
 
         // apply: (params, state, grad_acc, loss_acc, lr, count) -> (params, state, 0, 0, loss, grad_norm)
         let g = Graph::new("apply");
         let params: Vec<Tensor> = specs.iter().map(|p| g.param(&p.name, p.ty.dtype, &p.ty.shape)).collect();
         let (state, state_specs) = state_params(&g, &specs, s.optimizer);
-        let acc: Vec<Tensor> = specs.iter().map(|p| g.param(&format!("{}/grad_acc", p.name), p.ty.dtype, &p.ty.shape)).collect();
+        let acc: Vec<Tensor> = specs.iter().zip(&acc_names).map(|(p, name)| g.param(name, p.ty.dtype, &p.ty.shape)).collect();
         let loss_acc = g.param("loss_acc", DType::F32, &[]);
         let scale = scale_of(s.accumulation);
         let mean_grads = acc.iter().map(|a| replica_sum(a, n)?.scale(scale)).collect::<crate::graph::Result<Vec<_>>>()?;

@@ -237,8 +237,7 @@ impl Trainer {
         // Each device gets its shard of every value.
         let mut names = layout.names();
         if self.programs.accumulate.is_some() {
-            names.extend(layout.params.iter().map(|p| format!("{}/grad_acc", p.name)));
-            names.push("loss_acc".into());
+            names.extend(layout.accumulator_names());
         }
         let placements: Vec<_> = names.iter().zip(&all).map(|(n, v)| mesh.of(n, &v.shape)).collect::<Result<_>>()?;
         self.device_state = (0..self.replicas)
