@@ -3,9 +3,9 @@
 //! own, its config errors, and a short DalleBart training with it.
 mod common;
 use common::*;
-use dalle_xla::graph::Graph;
+use dalle_xla::graph::{emit_module, Graph, ModuleOptions, Tensor};
 use dalle_xla::models::dallebart::{TrainConfig, Trainer};
-use dalle_xla::optim::{inverse_pth_root, inverse_pth_roots, Graft, OptimizerConfig, Shampoo};
+use dalle_xla::optim::{inverse_pth_root, inverse_pth_roots, Graft, Optimizer, OptimizerConfig, Shampoo, StateSpec, StepScalars};
 use dalle_xla::{DType, HostTensor};
 use std::collections::BTreeMap;
 
@@ -20,12 +20,10 @@ fn row(t: &HostTensor, i: usize, shape: &[i64]) -> HostTensor {
     HostTensor::from_f64(DType::F32, shape, &t.to_f64_vec()[i * n..(i + 1) * n]).unwrap()
 }
 
-#[test]
-fn matches_optax_shampoo_step_by_step() {
-    let (f, s) = fixture();
+fn fixture_optimizer(s: &serde_json::Value) -> Shampoo {
     let int = |k: &str| s[k].as_i64().unwrap();
     let float = |k: &str| s[k].as_f64().unwrap();
-    let opt = Shampoo {
+    Shampoo {
         beta1: float("beta1"),
         beta2: float("beta2"),
         weight_decay: float("weight_decay"),
@@ -37,38 +35,129 @@ fn matches_optax_shampoo_step_by_step() {
         graft: Graft::RmspropNormalized,
         nesterov: false,
         ..Shampoo::default()
-    };
-    let steps = int("steps") as usize;
+    }
+}
+
+/// Each fixture parameter's name, initial value and gradients.
+fn fixture_parameters(f: &BTreeMap<String, HostTensor>, steps: usize) -> Vec<(String, HostTensor, Vec<HostTensor>)> {
     let names: Vec<String> = f.keys().filter_map(|k| k.strip_suffix("/init").map(String::from)).collect();
     assert_eq!(names.len(), 5, "{names:?}");
-    for name in &names {
-        let shape = f[&format!("{name}/grads")].shape[1..].to_vec();
-        let p0 = HostTensor::from_f64(DType::F32, &shape, &f[&format!("{name}/init")].to_f64_vec()).unwrap();
-        let grads: Vec<HostTensor> = (0..steps).map(|t| row(&f[&format!("{name}/grads")], t, &shape)).collect();
-        let (history, state) = optimizer_steps(&opt, &p0, &grads, float("learning_rate"));
-        let want = &f[&format!("{name}/params")];
-        for (t, got) in history.iter().enumerate() {
-            assert_close(got, &row(want, t, &shape).to_f64_vec(), 1e-4, &format!("{name} after step {}", t + 1));
-        }
-        let reference_name = |suffix: &str| match suffix {
-            "graft_nu" => "diag".to_string(),
-            "graft_momentum" => "diag_momentum".to_string(),
-            "shampoo_momentum" => "momentum".to_string(),
-            s => s.replace("shampoo_stat", "stat").replace("shampoo_precond", "precond"),
-        };
-        let expected_states = f.keys().filter(|k| k.starts_with(&format!("{name}/")) && !k.ends_with("/init") && !k.ends_with("/grads") && !k.ends_with("/params")).count();
-        assert_eq!(state.len(), expected_states, "{name}: state tensors {:?}", state.iter().map(|s| &s.0).collect::<Vec<_>>());
-        for (suffix, got) in &state {
-            let want = f[&format!("{name}/{}", reference_name(suffix))].to_f64_vec();
-            if suffix.starts_with("shampoo_precond") {
-                // The fixture must exercise the inverse roots, not keep the identity.
-                let n = (want.len() as f64).sqrt() as usize;
-                let off_identity = want.iter().enumerate().map(|(k, v)| (v - if k % (n + 1) == 0 { 1.0 } else { 0.0 }).abs()).fold(0.0, f64::max);
-                assert!(off_identity > 1e-2, "{name}/{suffix} is still the identity");
-            }
-            assert_close(got, &want, 1e-4, &format!("{name}/{suffix}"));
-        }
+    names
+        .into_iter()
+        .map(|name| {
+            let shape = f[&format!("{name}/grads")].shape[1..].to_vec();
+            let p0 = HostTensor::from_f64(DType::F32, &shape, &f[&format!("{name}/init")].to_f64_vec()).unwrap();
+            let grads = (0..steps).map(|t| row(&f[&format!("{name}/grads")], t, &shape)).collect();
+            (name, p0, grads)
+        })
+        .collect()
+}
+
+/// A parameter's values after each step and its final state, against the fixture.
+fn check_against_fixture(f: &BTreeMap<String, HostTensor>, name: &str, history: &[Vec<f64>], state: &[(String, Vec<f64>)], how: &str) {
+    let shape = f[&format!("{name}/grads")].shape[1..].to_vec();
+    let want = &f[&format!("{name}/params")];
+    for (t, got) in history.iter().enumerate() {
+        assert_close(got, &row(want, t, &shape).to_f64_vec(), 1e-4, &format!("{how}: {name} after step {}", t + 1));
     }
+    let reference_name = |suffix: &str| match suffix {
+        "graft_nu" => "diag".to_string(),
+        "graft_momentum" => "diag_momentum".to_string(),
+        "shampoo_momentum" => "momentum".to_string(),
+        s => s.replace("shampoo_stat", "stat").replace("shampoo_precond", "precond"),
+    };
+    let expected_states = f.keys().filter(|k| k.starts_with(&format!("{name}/")) && !k.ends_with("/init") && !k.ends_with("/grads") && !k.ends_with("/params")).count();
+    assert_eq!(state.len(), expected_states, "{how}: {name}: state tensors {:?}", state.iter().map(|s| &s.0).collect::<Vec<_>>());
+    for (suffix, got) in state {
+        let want = f[&format!("{name}/{}", reference_name(suffix))].to_f64_vec();
+        if suffix.starts_with("shampoo_precond") {
+            // The fixture must exercise the inverse roots, not keep the identity.
+            let n = (want.len() as f64).sqrt() as usize;
+            let off_identity = want.iter().enumerate().map(|(k, v)| (v - if k % (n + 1) == 0 { 1.0 } else { 0.0 }).abs()).fold(0.0, f64::max);
+            assert!(off_identity > 1e-2, "{name}/{suffix} is still the identity");
+        }
+        assert_close(got, &want, 1e-4, &format!("{how}: {name}/{suffix}"));
+    }
+}
+
+#[test]
+fn matches_optax_shampoo_step_by_step() {
+    let (f, s) = fixture();
+    let opt = fixture_optimizer(&s);
+    let steps = s["steps"].as_u64().unwrap() as usize;
+    for (name, p0, grads) in fixture_parameters(&f, steps) {
+        let (history, state) = optimizer_steps(&opt, &p0, &grads, s["learning_rate"].as_f64().unwrap());
+        check_against_fixture(&f, &name, &history, &state, "one parameter per program");
+    }
+}
+
+/// Trainers update all parameters in one program, where Shampoo stacks every
+/// parameter's statistics of one size into one inverse-root loop: the
+/// parameters' results must not mix.
+#[test]
+fn all_parameters_updated_together_match_optax_shampoo() {
+    let (f, s) = fixture();
+    let opt = fixture_optimizer(&s);
+    let steps = s["steps"].as_u64().unwrap() as usize;
+    let parameters = fixture_parameters(&f, steps);
+    let g = Graph::new("shampoo_all");
+    let params: Vec<Tensor> = parameters.iter().map(|(n, p0, _)| g.param(n, DType::F32, &p0.shape)).collect();
+    let grads: Vec<Tensor> = parameters.iter().map(|(n, p0, _)| g.param(&format!("{n}/grad"), DType::F32, &p0.shape)).collect();
+    let specs: Vec<Vec<StateSpec>> = params.iter().map(|p| opt.state(p.ty())).collect();
+    let state: Vec<Vec<Tensor>> =
+        specs.iter().zip(&parameters).map(|(sp, (n, _, _))| sp.iter().map(|s| g.param(&format!("{n}/{}", s.suffix), s.ty.dtype, &s.ty.shape)).collect()).collect();
+    let (lr, count) = (g.param("lr", DType::F32, &[]), g.param("count", DType::F32, &[]));
+    let updated = opt.update_all(&params, &grads, &state, &StepScalars { lr: &lr, count: &count }).unwrap();
+    let outs: Vec<&Tensor> = updated.iter().flat_map(|(p, st)| std::iter::once(p).chain(st)).collect();
+    let program = compile(&g, &outs);
+
+    let mut values: Vec<HostTensor> = parameters.iter().map(|(_, p0, _)| p0.clone()).collect();
+    let mut states: Vec<HostTensor> = specs.iter().flatten().map(|s| s.initial_value()).collect();
+    let mut histories: Vec<Vec<Vec<f64>>> = vec![vec![]; parameters.len()];
+    for t in 0..steps {
+        let (lr_h, c) = (HostTensor::scalar(s["learning_rate"].as_f64().unwrap() as f32), HostTensor::scalar((t + 1) as f32));
+        let mut args: Vec<&HostTensor> = values.iter().collect();
+        args.extend(parameters.iter().map(|(_, _, gr)| &gr[t]));
+        args.extend(states.iter());
+        args.push(&lr_h);
+        args.push(&c);
+        let out = program.run(&args).unwrap();
+        let (mut next_values, mut next_states, mut at) = (vec![], vec![], 0);
+        for (k, sp) in specs.iter().enumerate() {
+            histories[k].push(out[at].to_f64_vec());
+            next_values.push(out[at].clone());
+            next_states.extend(out[at + 1..at + 1 + sp.len()].iter().cloned());
+            at += 1 + sp.len();
+        }
+        (values, states) = (next_values, next_states);
+    }
+    let mut at = 0;
+    for (k, (name, _, _)) in parameters.iter().enumerate() {
+        let state: Vec<(String, Vec<f64>)> = specs[k].iter().zip(&states[at..]).map(|(sp, v)| (sp.suffix.clone(), v.to_f64_vec())).collect();
+        at += specs[k].len();
+        check_against_fixture(&f, name, &histories[k], &state, "all parameters in one program");
+    }
+}
+
+/// One inverse-root loop per kind of statistic, however many parameters:
+/// the program (and its compile time) must not grow a loop per parameter.
+#[test]
+fn inverse_root_loops_do_not_grow_with_the_parameter_count() {
+    let loops = |count: usize| {
+        let g = Graph::new("shampoo_loops");
+        let opt = Shampoo { block_size: 8, ..Shampoo::default() };
+        let params: Vec<Tensor> = (0..count).map(|k| g.param(&format!("w{k}"), DType::F32, &[16, 12])).collect();
+        let grads: Vec<Tensor> = (0..count).map(|k| g.param(&format!("g{k}"), DType::F32, &[16, 12])).collect();
+        let state: Vec<Vec<Tensor>> =
+            params.iter().enumerate().map(|(k, p)| opt.state(p.ty()).iter().map(|s| g.param(&format!("w{k}/{}", s.suffix), s.ty.dtype, &s.ty.shape)).collect()).collect();
+        let (lr, count_t) = (g.param("lr", DType::F32, &[]), g.param("count", DType::F32, &[]));
+        let updated = opt.update_all(&params, &grads, &state, &StepScalars { lr: &lr, count: &count_t }).unwrap();
+        let outs: Vec<Tensor> = updated.into_iter().flat_map(|(p, st)| std::iter::once(p).chain(st)).collect();
+        emit_module(&g, &outs, &ModuleOptions::default()).unwrap().matches("stablehlo.while").count()
+    };
+    let (two, twelve) = (loops(2), loops(12));
+    assert!(two > 0, "no loops emitted at all");
+    assert_eq!(two, twelve, "inverse-root loops for 2 parameters: {two}, for 12: {twelve}");
 }
 
 /// `x^p` of a square row-major matrix, in f64.

@@ -73,6 +73,13 @@ pub trait Optimizer {
     fn state(&self, param: &TensorType) -> Vec<StateSpec>;
     /// New parameter and state from the parameter, its gradient and state.
     fn update(&self, param: &Tensor, grad: &Tensor, state: &[Tensor], s: &StepScalars) -> Result<(Tensor, Vec<Tensor>)>;
+    /// Every parameter's [`update`](Optimizer::update), in parameter order.
+    /// Trainers call this; an optimizer whose step is cheaper over all
+    /// parameters together overrides it (Shampoo stacks every parameter's
+    /// inverse roots into one loop).
+    fn update_all(&self, params: &[Tensor], grads: &[Tensor], states: &[Vec<Tensor>], s: &StepScalars) -> Result<Vec<(Tensor, Vec<Tensor>)>> {
+        params.iter().zip(grads).zip(states).map(|((p, g), st)| self.update(p, g, st, s)).collect()
+    }
 }
 
 /// The optimizer section of a training config.

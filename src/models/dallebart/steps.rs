@@ -185,8 +185,7 @@ fn update_outputs(
     let scalars = StepScalars { lr: &lr, count: &count };
     let mut new_params = Vec::with_capacity(params.len());
     let mut new_state = Vec::new();
-    for ((p, gr), st) in params.iter().zip(&grads).zip(state) {
-        let (np, ns) = optimizer.update(p, gr, st, &scalars)?;
+    for (np, ns) in optimizer.update_all(params, &grads, state, &scalars)? {
         new_params.push(np);
         new_state.extend(ns);
     }

@@ -136,8 +136,7 @@ fn update(
     let (grads, norm) = clip_by_global_norm(&grads, clip)?;
     let scalars = StepScalars { lr, count };
     let (mut new_params, mut new_state) = (Vec::new(), Vec::new());
-    for ((p, g), st) in params.iter().zip(&grads).zip(state) {
-        let (np, ns) = opt.update(p, g, st, &scalars)?;
+    for (np, ns) in opt.update_all(params, &grads, state, &scalars)? {
         new_params.push(np);
         new_state.extend(ns);
     }

@@ -124,35 +124,44 @@ impl Shampoo {
         b.join(parts)?.reshape(g.shape())
     }
 
-    /// The preconditioners after this step: recomputed from `stats` on steps
-    /// that are multiples of `preconditioning_compute_steps` (inside a loop
-    /// that runs once or not at all, so other steps skip the work), each kept
-    /// as it was when its inverse root failed. Statistics of one size are
-    /// stacked and share one iteration, as the reference batches them.
-    fn refresh(&self, b: &Blocks, step: &Tensor, stats: &[Tensor], old: &[Tensor]) -> Result<Vec<Tensor>> {
+    /// The preconditioners after this step, for every parameter's statistics
+    /// at once: recomputed on steps that are multiples of
+    /// `preconditioning_compute_steps` (inside a loop that runs once or not at
+    /// all, so other steps skip the work), each kept as it was when its inverse
+    /// root failed. Statistics of one size and root are stacked across all
+    /// parameters and share one iteration, as the reference batches them: one
+    /// loop per kind of matrix rather than one per parameter keeps the program
+    /// (and its compile time) independent of the number of parameters.
+    fn refresh(&self, step: &Tensor, pending: &[Pending]) -> Result<Vec<Vec<Tensor>>> {
+        let stats: Vec<&Tensor> = pending.iter().flat_map(|q| &q.stats).collect();
+        let old: Vec<&Tensor> = pending.iter().flat_map(|q| &q.preconditioners).collect();
+        let n = stats.len();
+        if n == 0 {
+            return Ok(pending.iter().map(|_| vec![]).collect());
+        }
         let due = step.rem(&step.scalar_like(self.preconditioning_compute_steps as f64))?.eq(&step.scalar_like(0.0))?;
         let mut types = vec![TensorType::scalar(DType::Bool)];
-        types.extend(stats.iter().chain(old).map(|t| t.ty().clone()));
-        let n = stats.len();
-        let p = 2 * b.rank() as u32;
+        types.extend(stats.iter().chain(&old).map(|t| t.ty().clone()));
         let (eps, threshold) = (self.matrix_epsilon, self.inverse_failure_threshold);
-        let mut by_size: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-        for (k, s) in stats.iter().enumerate() {
-            by_size.entry(s.shape()[0]).or_default().push(k);
+        // (matrix side, root) -> positions in `stats`.
+        let mut groups: BTreeMap<(i64, u32), Vec<usize>> = BTreeMap::new();
+        let roots_of = pending.iter().flat_map(|q| q.stats.iter().map(move |s| (s.shape()[0], q.root)));
+        for (k, key) in roots_of.enumerate() {
+            groups.entry(key).or_default().push(k);
         }
         let cond = Function::build("shampoo_refresh_due", &types, |c| Ok(vec![c[0].clone()]))?;
         let body = Function::build("shampoo_refresh", &types, |c| {
             let (stats, prev) = (&c[1..=n], &c[n + 1..]);
             let mut fresh = prev.to_vec();
-            for (&size, members) in &by_size {
+            for (&(size, root), members) in &groups {
                 let stack = members.iter().map(|&k| stats[k].reshape(&[1, size, size])).collect::<Result<Vec<_>>>()?;
-                let (roots, errors) = inverse_pth_roots(&Tensor::concat(&stack.iter().collect::<Vec<_>>(), 0)?, p, eps)?;
+                let (roots, errors) = inverse_pth_roots(&Tensor::concat(&stack.iter().collect::<Vec<_>>(), 0)?, root, eps)?;
                 for (j, &k) in members.iter().enumerate() {
                     let j = j as i64;
-                    let root = roots.slice(&[j, 0, 0], &[j + 1, size, size], &[1, 1, 1])?.reshape(&[size, size])?;
+                    let new_root = roots.slice(&[j, 0, 0], &[j + 1, size, size], &[1, 1, 1])?.reshape(&[size, size])?;
                     let error = errors.slice(&[j], &[j + 1], &[1])?.reshape(&[])?;
                     let failed = error.ne(&error)?.or(&error.ge(&error.scalar_like(threshold))?)?;
-                    fresh[k] = Tensor::select(&failed, &prev[k], &root)?;
+                    fresh[k] = Tensor::select(&failed, &prev[k], &new_root)?;
                 }
             }
             let mut out = vec![c[0].not()?];
@@ -161,36 +170,15 @@ impl Shampoo {
             Ok(out)
         })?;
         let mut init = vec![&due];
-        init.extend(stats.iter().chain(old));
-        Ok(while_loop(&cond, &body, &init)?.split_off(n + 1))
-    }
-}
-
-impl Optimizer for Shampoo {
-    fn name(&self) -> &'static str {
-        "shampoo"
+        init.extend(stats.iter().chain(&old).copied());
+        let mut fresh = while_loop(&cond, &body, &init)?.split_off(n + 1).into_iter();
+        Ok(pending.iter().map(|q| fresh.by_ref().take(q.stats.len()).collect()).collect())
     }
 
-    fn state(&self, param: &TensorType) -> Vec<StateSpec> {
-        let f32 = param.with_dtype(DType::F32);
-        let mut specs = vec![StateSpec::zeros("graft_nu", f32.clone()), StateSpec::zeros("graft_momentum", f32.clone()), StateSpec::zeros("shampoo_momentum", f32)];
-        if let Some(b) = self.blocks(&param.shape) {
-            let sizes = b.statistic_sizes();
-            let square = |n: i64| TensorType::new(DType::F32, &[n, n]);
-            for (k, &n) in sizes.iter().enumerate() {
-                specs.push(StateSpec { suffix: format!("shampoo_stat{k}"), ty: square(n), init: StateInit::Identity(self.matrix_epsilon) });
-            }
-            for (k, &n) in sizes.iter().enumerate() {
-                specs.push(StateSpec { suffix: format!("shampoo_precond{k}"), ty: square(n), init: StateInit::Identity(1.0) });
-            }
-        }
-        specs
-    }
-
-    fn update(&self, param: &Tensor, grad: &Tensor, state: &[Tensor], s: &StepScalars) -> Result<(Tensor, Vec<Tensor>)> {
+    /// One parameter's step with the preconditioners it has; the refresh
+    /// comes after, for all parameters together.
+    fn step_one(&self, param: &Tensor, grad: &Tensor, state: &[Tensor], s: &StepScalars, step: &Tensor) -> Result<Pending> {
         let (p, g) = (param.cast(DType::F32)?, grad.cast(DType::F32)?);
-        // The reference counts steps from 0.
-        let step = s.count.cast(DType::F32)?.add_scalar(-1.0)?;
         let blocks = self.blocks(param.shape());
         let n = (state.len() - 3) / 2;
         let (stats, preconditioners) = state[3..].split_at(n);
@@ -224,14 +212,68 @@ impl Optimizer for Shampoo {
             update = Tensor::select(&run_shampoo, &shampoo, &graft)?.scale(w)?.add(&update.scale(self.beta1)?)?;
         }
         let new_param = p.sub(&update.mul(&s.lr.cast(DType::F32)?)?)?.cast(param.dtype())?;
+        Ok(Pending {
+            new_param,
+            first_order: vec![nu, graft_momentum, shampoo_momentum],
+            stats: new_stats,
+            preconditioners: preconditioners.to_vec(),
+            root: blocks.map_or(0, |b| 2 * b.rank() as u32),
+        })
+    }
+}
 
-        let new_preconditioners = match &blocks {
-            Some(b) => self.refresh(b, &step, &new_stats, preconditioners)?,
-            None => vec![],
-        };
-        let mut new_state = vec![nu, graft_momentum, shampoo_momentum];
-        new_state.extend(new_stats);
-        new_state.extend(new_preconditioners);
-        Ok((new_param, new_state))
+/// A parameter's step before its preconditioners are refreshed.
+struct Pending {
+    new_param: Tensor,
+    /// `graft_nu`, `graft_momentum`, `shampoo_momentum`.
+    first_order: Vec<Tensor>,
+    /// This step's statistics, and the preconditioners the step used.
+    stats: Vec<Tensor>,
+    preconditioners: Vec<Tensor>,
+    /// `p` of the inverse p-th roots: twice the block's rank.
+    root: u32,
+}
+
+impl Optimizer for Shampoo {
+    fn name(&self) -> &'static str {
+        "shampoo"
+    }
+
+    fn state(&self, param: &TensorType) -> Vec<StateSpec> {
+        let f32 = param.with_dtype(DType::F32);
+        let mut specs = vec![StateSpec::zeros("graft_nu", f32.clone()), StateSpec::zeros("graft_momentum", f32.clone()), StateSpec::zeros("shampoo_momentum", f32)];
+        if let Some(b) = self.blocks(&param.shape) {
+            let sizes = b.statistic_sizes();
+            let square = |n: i64| TensorType::new(DType::F32, &[n, n]);
+            for (k, &n) in sizes.iter().enumerate() {
+                specs.push(StateSpec { suffix: format!("shampoo_stat{k}"), ty: square(n), init: StateInit::Identity(self.matrix_epsilon) });
+            }
+            for (k, &n) in sizes.iter().enumerate() {
+                specs.push(StateSpec { suffix: format!("shampoo_precond{k}"), ty: square(n), init: StateInit::Identity(1.0) });
+            }
+        }
+        specs
+    }
+
+    fn update(&self, param: &Tensor, grad: &Tensor, state: &[Tensor], s: &StepScalars) -> Result<(Tensor, Vec<Tensor>)> {
+        let mut all = self.update_all(std::slice::from_ref(param), std::slice::from_ref(grad), &[state.to_vec()], s)?;
+        Ok(all.remove(0))
+    }
+
+    fn update_all(&self, params: &[Tensor], grads: &[Tensor], states: &[Vec<Tensor>], s: &StepScalars) -> Result<Vec<(Tensor, Vec<Tensor>)>> {
+        // The reference counts steps from 0.
+        let step = s.count.cast(DType::F32)?.add_scalar(-1.0)?;
+        let pending = params.iter().zip(grads).zip(states).map(|((p, g), st)| self.step_one(p, g, st, s, &step)).collect::<Result<Vec<_>>>()?;
+        let fresh = self.refresh(&step, &pending)?;
+        Ok(pending
+            .into_iter()
+            .zip(fresh)
+            .map(|(q, preconditioners)| {
+                let mut state = q.first_order;
+                state.extend(q.stats);
+                state.extend(preconditioners);
+                (q.new_param, state)
+            })
+            .collect())
     }
 }
