@@ -111,11 +111,10 @@ fn meshes_that_cannot_work_are_refused_by_name() {
 }
 
 #[test]
-#[ignore = "the sharded Shampoo step did not finish compiling in 15 minutes on 2 cores (XLA's SPMD partitioner over the per-parameter inverse-root loops); run with --ignored"]
 fn shampoo_state_shards_like_any_state() {
-    // One layer each side (Shampoo compiles inverse-root loops per parameter);
-    // preconditioners start at step 2 and refresh every 2 steps, so 4 steps
-    // use statistics, roots and grafting.
+    // One layer each side; blocks of 16 cut every matrix and the merged
+    // embeddings into many blocks; preconditioners start at step 2 and
+    // refresh every 2 steps, so 4 steps use statistics, roots and grafting.
     let shampoo = [
         "model.encoder_layers=1",
         "model.decoder_layers=1",
@@ -129,8 +128,32 @@ fn shampoo_state_shards_like_any_state() {
     let on_mesh = mesh(4, 2);
     extra.push(&on_mesh);
     let mut sharded = trainer(tiny("shampoo", &extra));
+    let full = replicated.elements_per_device().unwrap()[0];
+    for (d, n) in sharded.elements_per_device().unwrap().into_iter().enumerate() {
+        // Statistics and preconditioners are sharded like any state.
+        let share = n as f64 / full as f64;
+        assert!(share < 1.0 / 8.0 + 0.02, "shampoo on mesh {{4, 2}}: device {d} holds {n} of {full} elements ({share:.3})");
+    }
     for (step, want) in losses.iter().enumerate() {
         assert_close(&[sharded.train_step().unwrap().loss], &[*want], 1e-5, &format!("shampoo on mesh {{4, 2}}: loss of step {}", step + 1));
     }
-    assert_same_values(&sharded, &replicated, 1e-4, "shampoo on mesh {4, 2}");
+    // Parameters within 1e-5. Optimizer state within 1e-4 of each tensor's
+    // largest value: rmsprop_normalized grafting divides every gradient
+    // element by its own running RMS, so an element whose gradient is near
+    // zero carries the mesh's different reduction order at full size (one
+    // graft_momentum element differs by 7.6e-4 in a tensor of values up to
+    // 10); the parameters take lr times it.
+    let (got, want) = (sharded.values().unwrap(), replicated.values().unwrap());
+    assert_eq!(got.len(), want.len());
+    for ((name, g), (_, w)) in got.iter().zip(&want) {
+        assert_eq!(g.shape, w.shape, "{name} keeps its whole shape");
+        let (g, w) = (g.to_f64_vec(), w.to_f64_vec());
+        if name.contains('/') {
+            let scale = w.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            let (at, diff) = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).enumerate().fold((0, 0.0), |m, (i, d)| if d > m.1 { (i, d) } else { m });
+            assert!(diff <= 1e-4 * scale, "shampoo on mesh {{4, 2}}: {name}: element {at} differs by {diff:e}, over 1e-4 of the tensor's scale {scale}");
+        } else {
+            assert_close(&g, &w, 1e-5, &format!("shampoo on mesh {{4, 2}}: {name}"));
+        }
+    }
 }

@@ -53,6 +53,49 @@ fn fixture_parameters(f: &BTreeMap<String, HostTensor>, steps: usize) -> Vec<(St
         .collect()
 }
 
+/// Where the reference's statistic k (block by block, last dimension
+/// fastest, then each dimension of the block) sits in our state: (index among
+/// our statistic stacks, row of that stack). Our stacks hold the blocks of one
+/// shape together: per dimension, the full blocks first and the remainder
+/// block second, groups ordered with the last dimension fastest, each group's
+/// blocks in row-major order, then each dimension.
+fn reference_order(merged: &[i64], block: i64) -> Vec<(usize, usize)> {
+    // Per dimension, per piece: (run, index in run); and per run, its count.
+    let pieces: Vec<Vec<(usize, i64)>> = merged
+        .iter()
+        .map(|&d| if block < d { (0..(d + block - 1) / block).map(|j| if j < d / block { (0, j) } else { (1, 0) }).collect() } else { vec![(0, 0)] })
+        .collect();
+    let runs: Vec<usize> = pieces.iter().map(|p| p.iter().map(|&(r, _)| r + 1).max().unwrap()).collect();
+    let count = |d: usize, run: usize| pieces[d].iter().filter(|&&(r, _)| r == run).count() as i64;
+    let rank = merged.len();
+    let mut out = vec![];
+    let mut index = vec![0usize; rank];
+    loop {
+        let (mut group, mut row) = (0, 0i64);
+        for d in 0..rank {
+            let (run, j) = pieces[d][index[d]];
+            group = group * runs[d] + run;
+            row = row * count(d, run) + j;
+        }
+        for axis in 0..rank {
+            out.push((group * rank + axis, row as usize));
+        }
+        // Next block, the last dimension fastest.
+        let mut d = rank;
+        loop {
+            if d == 0 {
+                return out;
+            }
+            d -= 1;
+            index[d] += 1;
+            if index[d] < pieces[d].len() {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+}
+
 /// A parameter's values after each step and its final state, against the fixture.
 fn check_against_fixture(f: &BTreeMap<String, HostTensor>, name: &str, history: &[Vec<f64>], state: &[(String, Vec<f64>)], how: &str) {
     let shape = f[&format!("{name}/grads")].shape[1..].to_vec();
@@ -61,22 +104,39 @@ fn check_against_fixture(f: &BTreeMap<String, HostTensor>, name: &str, history: 
         assert_close(got, &row(want, t, &shape).to_f64_vec(), 1e-4, &format!("{how}: {name} after step {}", t + 1));
     }
     let reference_name = |suffix: &str| match suffix {
-        "graft_nu" => "diag".to_string(),
-        "graft_momentum" => "diag_momentum".to_string(),
-        "shampoo_momentum" => "momentum".to_string(),
-        s => s.replace("shampoo_stat", "stat").replace("shampoo_precond", "precond"),
+        "graft_nu" => "diag",
+        "graft_momentum" => "diag_momentum",
+        "shampoo_momentum" => "momentum",
+        s => panic!("{how}: {name}: unexpected state {s}"),
     };
-    let expected_states = f.keys().filter(|k| k.starts_with(&format!("{name}/")) && !k.ends_with("/init") && !k.ends_with("/grads") && !k.ends_with("/params")).count();
-    assert_eq!(state.len(), expected_states, "{how}: {name}: state tensors {:?}", state.iter().map(|s| &s.0).collect::<Vec<_>>());
-    for (suffix, got) in state {
-        let want = f[&format!("{name}/{}", reference_name(suffix))].to_f64_vec();
-        if suffix.starts_with("shampoo_precond") {
-            // The fixture must exercise the inverse roots, not keep the identity.
-            let n = (want.len() as f64).sqrt() as usize;
-            let off_identity = want.iter().enumerate().map(|(k, v)| (v - if k % (n + 1) == 0 { 1.0 } else { 0.0 }).abs()).fold(0.0, f64::max);
-            assert!(off_identity > 1e-2, "{name}/{suffix} is still the identity");
+    for (suffix, got) in &state[..3] {
+        assert_close(got, &f[&format!("{name}/{}", reference_name(suffix))].to_f64_vec(), 1e-4, &format!("{how}: {name}/{suffix}"));
+    }
+    // The fixture's merged shapes (merge_small_dims_block_size 16) and block size 4.
+    let merged: &[i64] = match name {
+        "a_matrix" | "b_merged" => &[6, 10],
+        "d_vector" => &[7],
+        _ => &[],
+    };
+    let order = if merged.is_empty() { vec![] } else { reference_order(merged, 4) };
+    let stacks = (state.len() - 3) / 2;
+    assert_eq!(state.len(), 3 + 2 * stacks, "{how}: {name}: state tensors {:?}", state.iter().map(|s| &s.0).collect::<Vec<_>>());
+    for (kind, reference) in [("shampoo_stat", "stat"), ("shampoo_precond", "precond")] {
+        let ours: Vec<&Vec<f64>> = (0..stacks).map(|j| &state.iter().find(|(s, _)| *s == format!("{kind}{j}")).unwrap_or_else(|| panic!("{how}: {name}: no {kind}{j}")).1).collect();
+        let (ours_total, reference_total): (usize, usize) = (ours.iter().map(|v| v.len()).sum(), (0..order.len()).map(|k| f[&format!("{name}/{reference}{k}")].numel()).sum());
+        assert_eq!(ours_total, reference_total, "{how}: {name}: our {kind} stacks hold {ours_total} values, the reference's {} matrices {reference_total}", order.len());
+        for (k, &(stack, r)) in order.iter().enumerate() {
+            let want = f[&format!("{name}/{reference}{k}")].to_f64_vec();
+            let n2 = want.len();
+            let got = ours[stack].get(r * n2..(r + 1) * n2).unwrap_or_else(|| panic!("{how}: {name}: {kind}{stack} has no row {r}"));
+            if reference == "precond" {
+                // The fixture must exercise the inverse roots, not keep the identity.
+                let n = (n2 as f64).sqrt() as usize;
+                let off_identity = want.iter().enumerate().map(|(k, v)| (v - if k % (n + 1) == 0 { 1.0 } else { 0.0 }).abs()).fold(0.0, f64::max);
+                assert!(off_identity > 1e-2, "{name}/{reference}{k} is still the identity");
+            }
+            assert_close(got, &want, 1e-4, &format!("{how}: {name}/{reference}{k} (our {kind}{stack}, row {r})"));
         }
-        assert_close(got, &want, 1e-4, &format!("{how}: {name}/{suffix}"));
     }
 }
 

@@ -35,7 +35,8 @@ pub struct StateSpec {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum StateInit {
     Zeros,
-    /// `scale * I` for a square matrix (Shampoo's statistics and preconditioners).
+    /// `scale * I` for a square matrix or each of a stack of them (Shampoo's
+    /// statistics and preconditioners).
     Identity(f64),
 }
 
@@ -49,10 +50,12 @@ impl StateSpec {
         match self.init {
             StateInit::Zeros => HostTensor::zeros(self.ty.dtype, &self.ty.shape),
             StateInit::Identity(scale) => {
-                let n = self.ty.shape[0] as usize;
-                assert!(self.ty.shape == [n as i64, n as i64], "identity state '{}' must be a square matrix, is {:?}", self.suffix, self.ty.shape);
-                let values: Vec<f64> = (0..n * n).map(|k| if k % (n + 1) == 0 { scale } else { 0.0 }).collect();
-                HostTensor::from_f64(self.ty.dtype, &self.ty.shape, &values).expect("identity state")
+                let shape = &self.ty.shape;
+                let n = shape.last().copied().unwrap_or(0) as usize;
+                assert!(shape.len() >= 2 && shape[shape.len() - 2] == n as i64, "identity state '{}' must be square matrices, is {:?}", self.suffix, shape);
+                let count = self.ty.numel() as usize;
+                let values: Vec<f64> = (0..count).map(|k| if k % (n * n) % (n + 1) == 0 { scale } else { 0.0 }).collect();
+                HostTensor::from_f64(self.ty.dtype, shape, &values).expect("identity state")
             }
         }
     }

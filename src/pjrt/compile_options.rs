@@ -54,17 +54,22 @@ pub struct CompileOptions {
     pub num_partitions: usize,
     /// Device ids, `[replica][partition]`; default: the first devices in order.
     pub device_ids: Option<Vec<Vec<i64>>>,
+    /// Per output of an SPMD program, whether XLA may choose its sharding
+    /// (JAX's rule: only where the program does not annotate one; an
+    /// annotated output keeps its annotation, so a step's outputs fit its
+    /// next call's arguments). Empty: every output may be chosen.
+    pub propagate_to_output: Vec<bool>,
 }
 
 impl CompileOptions {
     pub fn single() -> Self {
-        CompileOptions { num_replicas: 1, num_partitions: 1, device_ids: None }
+        CompileOptions { num_replicas: 1, num_partitions: 1, device_ids: None, propagate_to_output: vec![] }
     }
     pub fn replicated(n: usize) -> Self {
-        CompileOptions { num_replicas: n, num_partitions: 1, device_ids: None }
+        CompileOptions { num_replicas: n, num_partitions: 1, device_ids: None, propagate_to_output: vec![] }
     }
     pub fn spmd(n: usize) -> Self {
-        CompileOptions { num_replicas: 1, num_partitions: n, device_ids: None }
+        CompileOptions { num_replicas: 1, num_partitions: n, device_ids: None, propagate_to_output: vec![] }
     }
 
     pub fn num_devices(&self) -> usize {
@@ -95,7 +100,11 @@ impl CompileOptions {
                     computation_count: partitions as i32,
                     computation_devices,
                 }),
-                allow_spmd_sharding_propagation_to_output: vec![partitions > 1],
+                allow_spmd_sharding_propagation_to_output: if partitions > 1 && !self.propagate_to_output.is_empty() {
+                    self.propagate_to_output.clone()
+                } else {
+                    vec![partitions > 1]
+                },
                 allow_spmd_sharding_propagation_to_parameters: vec![false],
             }),
             compile_portable_executable: false,

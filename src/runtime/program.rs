@@ -100,6 +100,7 @@ impl Program {
             num_replicas: options.replicas.max(1),
             num_partitions: options.partitions.max(1),
             device_ids: options.device_assignment(client)?,
+            propagate_to_output: if options.result_shardings.is_empty() { vec![] } else { (0..outs.len()).map(|i| options.result_shardings.get(i).is_none_or(|s| s.is_none())).collect() },
         };
         let name = graph.name();
         let t = Instant::now();

@@ -96,7 +96,13 @@ impl MeshPlacements {
                 if param_shape.as_slice() == shape {
                     return Ok(p.clone());
                 }
-                return Placement::sharded(name, shape, None, &self.mesh).map_err(crate::error::Error::Invalid);
+                // State of its own shape (Shampoo's statistics, Adafactor's
+                // factors) has no partition rule: its largest dimension the
+                // model axis divides goes over `model`, so it spreads over
+                // every device rather than only over `data`.
+                let m = self.mesh.model as i64;
+                let model_dim = (0..shape.len()).filter(|&k| m > 1 && shape[k] % m == 0).max_by_key(|&k| (shape[k], usize::MAX - k));
+                return Placement::sharded(name, shape, model_dim, &self.mesh).map_err(crate::error::Error::Invalid);
             }
         }
         Ok(Placement::replicated(shape.len()))

@@ -29,78 +29,117 @@ pub fn merge_small_dims(shape: &[i64], max_dim: i64) -> Vec<i64> {
     merged
 }
 
-/// The merged shape of a parameter and the pieces of each of its dimensions.
+/// The merged shape of a parameter, cut along each dimension into blocks of
+/// `block_size` and a smaller remainder. Blocks of one shape form a regular
+/// grid over a region of the tensor, a [`BlockGroup`]: there are at most
+/// 2^rank groups, so a parameter's statistics are a few stacks `[count, n, n]`
+/// handled by batched ops, not one slice and one product per block.
 #[derive(Clone, Debug)]
 pub struct Blocks {
     pub shape: Vec<i64>,
-    pieces: Vec<Vec<i64>>,
+    /// Per dimension: (start, number of blocks, block side) of the full
+    /// blocks, then of the remainder if there is one.
+    runs: Vec<Vec<(i64, i64, i64)>>,
+}
+
+/// The blocks of one shape: `counts[d]` blocks of side `sizes[d]` along each
+/// dimension d, from `start`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockGroup {
+    pub start: Vec<i64>,
+    pub counts: Vec<i64>,
+    pub sizes: Vec<i64>,
+}
+
+impl BlockGroup {
+    /// Number of blocks.
+    pub fn len(&self) -> i64 {
+        self.counts.iter().product()
+    }
 }
 
 impl Blocks {
     pub fn new(param_shape: &[i64], merge_max_dim: i64, block_size: i64) -> Blocks {
         let shape = merge_small_dims(param_shape, merge_max_dim);
-        let pieces = shape
+        let runs = shape
             .iter()
             .map(|&d| {
                 if block_size > 0 && block_size < d {
-                    let mut sizes = vec![block_size; ((d - 1) / block_size) as usize];
-                    sizes.push(d - block_size * sizes.len() as i64);
-                    sizes
+                    let (full, rest) = (d / block_size, d % block_size);
+                    let mut runs = vec![(0, full, block_size)];
+                    if rest > 0 {
+                        runs.push((full * block_size, 1, rest));
+                    }
+                    runs
                 } else {
-                    vec![d]
+                    vec![(0, 1, d)]
                 }
             })
             .collect();
-        Blocks { shape, pieces }
+        Blocks { shape, runs }
     }
 
     pub fn rank(&self) -> usize {
         self.shape.len()
     }
 
-    /// Every block as (offsets, sizes), the last dimension varying fastest:
-    /// the order the reference keeps statistics in.
-    pub fn blocks(&self) -> Vec<(Vec<i64>, Vec<i64>)> {
-        let mut out = vec![(Vec::new(), Vec::new())];
-        for sizes in &self.pieces {
-            let mut next = Vec::with_capacity(out.len() * sizes.len());
-            for (starts, lens) in &out {
-                let mut start = 0;
-                for &len in sizes {
-                    let (mut s, mut l) = (starts.clone(), lens.clone());
-                    s.push(start);
-                    l.push(len);
-                    next.push((s, l));
-                    start += len;
-                }
-            }
-            out = next;
+    /// The groups, the last dimension's runs varying fastest (the order the
+    /// state keeps them in).
+    pub fn groups(&self) -> Vec<BlockGroup> {
+        let mut out = vec![BlockGroup { start: vec![], counts: vec![], sizes: vec![] }];
+        for runs in &self.runs {
+            out = out
+                .iter()
+                .flat_map(|g| {
+                    runs.iter().map(move |&(start, count, size)| {
+                        let mut g = g.clone();
+                        g.start.push(start);
+                        g.counts.push(count);
+                        g.sizes.push(size);
+                        g
+                    })
+                })
+                .collect();
         }
         out
     }
 
-    /// Side of each statistic, in state order: each block, then each of its dimensions.
-    pub fn statistic_sizes(&self) -> Vec<i64> {
-        self.blocks().into_iter().flat_map(|(_, lens)| lens).collect()
+    /// Shape of each statistic, in state order: each group, then each of its
+    /// dimensions: `[blocks in the group, side, side]`.
+    pub fn statistic_shapes(&self) -> Vec<[i64; 3]> {
+        self.groups().iter().flat_map(|g| g.sizes.iter().map(move |&n| [g.len(), n, n])).collect()
     }
 
-    /// Cuts `t` (already in the merged shape) into its blocks.
-    pub fn split(&self, t: &Tensor) -> Result<Vec<Tensor>> {
-        self.blocks()
-            .into_iter()
-            .map(|(starts, lens)| {
-                let limits: Vec<i64> = starts.iter().zip(&lens).map(|(s, l)| s + l).collect();
-                t.slice(&starts, &limits, &vec![1; starts.len()])
+    /// The blocks of `group` in `t` (in the merged shape), stacked:
+    /// `[blocks, sizes...]`, blocks in row-major order of their grid.
+    pub fn gather(&self, t: &Tensor, group: &BlockGroup) -> Result<Tensor> {
+        let r = self.rank();
+        let limits: Vec<i64> = (0..r).map(|d| group.start[d] + group.counts[d] * group.sizes[d]).collect();
+        let region = t.slice(&group.start, &limits, &vec![1; r])?;
+        let interleaved: Vec<i64> = (0..r).flat_map(|d| [group.counts[d], group.sizes[d]]).collect();
+        let grid_first: Vec<usize> = (0..r).map(|d| 2 * d).chain((0..r).map(|d| 2 * d + 1)).collect();
+        let stacked: Vec<i64> = std::iter::once(group.len()).chain(group.sizes.iter().copied()).collect();
+        region.reshape(&interleaved)?.transpose(&grid_first)?.reshape(&stacked)
+    }
+
+    /// Inverse of [`Blocks::gather`] over all groups: the merged tensor from
+    /// each group's stack, in [`Blocks::groups`] order.
+    pub fn scatter(&self, stacks: Vec<Tensor>) -> Result<Tensor> {
+        let r = self.rank();
+        let mut parts = stacks
+            .iter()
+            .zip(self.groups())
+            .map(|(x, g)| {
+                let grid: Vec<i64> = g.counts.iter().chain(&g.sizes).copied().collect();
+                let interleave: Vec<usize> = (0..r).flat_map(|d| [d, r + d]).collect();
+                let region: Vec<i64> = (0..r).map(|d| g.counts[d] * g.sizes[d]).collect();
+                x.reshape(&grid)?.transpose(&interleave)?.reshape(&region)
             })
-            .collect()
-    }
-
-    /// Inverse of [`Blocks::split`].
-    pub fn join(&self, mut parts: Vec<Tensor>) -> Result<Tensor> {
+            .collect::<Result<Vec<_>>>()?;
         // Concatenating runs along the last dimension first leaves the
-        // blocks of the remaining dimensions in the same order.
-        for axis in (0..self.rank()).rev() {
-            let n = self.pieces[axis].len();
+        // regions of the remaining dimensions in the same order.
+        for axis in (0..r).rev() {
+            let n = self.runs[axis].len();
             if n > 1 {
                 parts = parts.chunks(n).map(|run| Tensor::concat(&run.iter().collect::<Vec<_>>(), axis as i64)).collect::<Result<_>>()?;
             }
@@ -124,14 +163,16 @@ mod tests {
     }
 
     #[test]
-    fn blocks_cover_the_shape_last_dimension_fastest() {
+    fn groups_cover_the_shape_last_dimension_fastest() {
         let b = Blocks::new(&[6, 10], 16, 4);
         assert_eq!(b.shape, vec![6, 10]);
-        let blocks = b.blocks();
-        assert_eq!(blocks.len(), 6);
-        assert_eq!(blocks[0], (vec![0, 0], vec![4, 4]));
-        assert_eq!(blocks[2], (vec![0, 8], vec![4, 2]));
-        assert_eq!(blocks[3], (vec![4, 0], vec![2, 4]));
-        assert_eq!(b.statistic_sizes(), vec![4, 4, 4, 4, 4, 2, 2, 4, 2, 4, 2, 2]);
+        let groups = b.groups();
+        assert_eq!(groups.len(), 4);
+        assert_eq!(groups[0], BlockGroup { start: vec![0, 0], counts: vec![1, 2], sizes: vec![4, 4] });
+        assert_eq!(groups[1], BlockGroup { start: vec![0, 8], counts: vec![1, 1], sizes: vec![4, 2] });
+        assert_eq!(groups[2], BlockGroup { start: vec![4, 0], counts: vec![1, 2], sizes: vec![2, 4] });
+        assert_eq!(b.statistic_shapes(), vec![[2, 4, 4], [2, 4, 4], [1, 4, 4], [1, 2, 2], [2, 2, 2], [2, 4, 4], [1, 2, 2], [1, 2, 2]]);
+        let even = Blocks::new(&[8], 16, 4);
+        assert_eq!(even.statistic_shapes(), vec![[2, 4, 4]]);
     }
 }

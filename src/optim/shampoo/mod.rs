@@ -95,33 +95,38 @@ impl Shampoo {
         Some(Blocks::new(shape, self.merge_small_dims_block_size, self.block_size))
     }
 
+    /// `β₂·S + (1-β₂)·G Gᵀ` along every dimension of every block, a stack
+    /// per group of blocks of one shape.
     fn new_statistics(&self, b: &Blocks, g: &Tensor, old: &[Tensor]) -> Result<Vec<Tensor>> {
         let w2 = if self.beta2 == 1.0 { 1.0 } else { 1.0 - self.beta2 };
+        let merged = g.reshape(&b.shape)?;
         let mut old = old.iter();
         let mut out = Vec::with_capacity(old.len());
-        for part in b.split(&g.reshape(&b.shape)?)? {
-            for axis in 0..part.rank() {
-                let others: Vec<usize> = (0..part.rank()).filter(|&d| d != axis).collect();
-                let gram = part.dot_general(&part, &[], &[], &others, &others)?;
-                out.push(old.next().expect("one statistic per block dimension").scale(self.beta2)?.add(&gram.scale(w2)?)?);
+        for group in b.groups() {
+            let blocks = b.gather(&merged, &group)?;
+            for axis in 1..=b.rank() {
+                let others: Vec<usize> = (1..=b.rank()).filter(|&d| d != axis).collect();
+                let gram = blocks.dot_general(&blocks, &[0], &[0], &others, &others)?;
+                out.push(old.next().expect("one statistic per group and dimension").scale(self.beta2)?.add(&gram.scale(w2)?)?);
             }
         }
         Ok(out)
     }
 
     /// `P₁ᵀ·…` along every dimension of every block: contracting the first
-    /// axis each time brings the axes back round to their order.
+    /// block axis each time brings the axes back round to their order.
     fn precondition(&self, b: &Blocks, g: &Tensor, preconditioners: &[Tensor]) -> Result<Tensor> {
+        let merged = g.reshape(&b.shape)?;
         let mut ps = preconditioners.iter();
-        let mut parts = Vec::new();
-        for part in b.split(&g.reshape(&b.shape)?)? {
-            let mut x = part;
+        let mut stacks = Vec::new();
+        for group in b.groups() {
+            let mut x = b.gather(&merged, &group)?;
             for _ in 0..b.rank() {
-                x = x.dot_general(ps.next().expect("one preconditioner per block dimension"), &[], &[], &[0], &[0])?;
+                x = x.dot_general(ps.next().expect("one preconditioner per group and dimension"), &[0], &[0], &[1], &[1])?;
             }
-            parts.push(x);
+            stacks.push(x);
         }
-        b.join(parts)?.reshape(g.shape())
+        b.scatter(stacks)?.reshape(g.shape())
     }
 
     /// The preconditioners after this step, for every parameter's statistics
@@ -145,7 +150,7 @@ impl Shampoo {
         let (eps, threshold) = (self.matrix_epsilon, self.inverse_failure_threshold);
         // (matrix side, root) -> positions in `stats`.
         let mut groups: BTreeMap<(i64, u32), Vec<usize>> = BTreeMap::new();
-        let roots_of = pending.iter().flat_map(|q| q.stats.iter().map(move |s| (s.shape()[0], q.root)));
+        let roots_of = pending.iter().flat_map(|q| q.stats.iter().map(move |s| (s.shape()[1], q.root)));
         for (k, key) in roots_of.enumerate() {
             groups.entry(key).or_default().push(k);
         }
@@ -154,14 +159,16 @@ impl Shampoo {
             let (stats, prev) = (&c[1..=n], &c[n + 1..]);
             let mut fresh = prev.to_vec();
             for (&(size, root), members) in &groups {
-                let stack = members.iter().map(|&k| stats[k].reshape(&[1, size, size])).collect::<Result<Vec<_>>>()?;
-                let (roots, errors) = inverse_pth_roots(&Tensor::concat(&stack.iter().collect::<Vec<_>>(), 0)?, root, eps)?;
-                for (j, &k) in members.iter().enumerate() {
-                    let j = j as i64;
-                    let new_root = roots.slice(&[j, 0, 0], &[j + 1, size, size], &[1, 1, 1])?.reshape(&[size, size])?;
-                    let error = errors.slice(&[j], &[j + 1], &[1])?.reshape(&[])?;
-                    let failed = error.ne(&error)?.or(&error.ge(&error.scalar_like(threshold))?)?;
-                    fresh[k] = Tensor::select(&failed, &prev[k], &new_root)?;
+                let stack: Vec<&Tensor> = members.iter().map(|&k| &stats[k]).collect();
+                let (roots, errors) = inverse_pth_roots(&Tensor::concat(&stack, 0)?, root, eps)?;
+                let mut at = 0;
+                for &k in members {
+                    let count = stats[k].shape()[0];
+                    let new_roots = roots.slice(&[at, 0, 0], &[at + count, size, size], &[1, 1, 1])?;
+                    let error = errors.slice(&[at], &[at + count], &[1])?;
+                    let failed = error.ne(&error)?.or(&error.ge(&error.scalar_like(threshold))?)?.reshape(&[count, 1, 1])?;
+                    fresh[k] = Tensor::select(&failed, &prev[k], &new_roots)?;
+                    at += count;
                 }
             }
             let mut out = vec![c[0].not()?];
@@ -243,13 +250,14 @@ impl Optimizer for Shampoo {
         let f32 = param.with_dtype(DType::F32);
         let mut specs = vec![StateSpec::zeros("graft_nu", f32.clone()), StateSpec::zeros("graft_momentum", f32.clone()), StateSpec::zeros("shampoo_momentum", f32)];
         if let Some(b) = self.blocks(&param.shape) {
-            let sizes = b.statistic_sizes();
-            let square = |n: i64| TensorType::new(DType::F32, &[n, n]);
-            for (k, &n) in sizes.iter().enumerate() {
-                specs.push(StateSpec { suffix: format!("shampoo_stat{k}"), ty: square(n), init: StateInit::Identity(self.matrix_epsilon) });
+            // One stack [blocks, n, n] per group of blocks of one shape and per dimension.
+            let shapes = b.statistic_shapes();
+            let stack = |s: &[i64; 3]| TensorType::new(DType::F32, s);
+            for (k, s) in shapes.iter().enumerate() {
+                specs.push(StateSpec { suffix: format!("shampoo_stat{k}"), ty: stack(s), init: StateInit::Identity(self.matrix_epsilon) });
             }
-            for (k, &n) in sizes.iter().enumerate() {
-                specs.push(StateSpec { suffix: format!("shampoo_precond{k}"), ty: square(n), init: StateInit::Identity(1.0) });
+            for (k, s) in shapes.iter().enumerate() {
+                specs.push(StateSpec { suffix: format!("shampoo_precond{k}"), ty: stack(s), init: StateInit::Identity(1.0) });
             }
         }
         specs
