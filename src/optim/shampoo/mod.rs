@@ -14,8 +14,11 @@
 //!
 //! The state is ordinary per-parameter tensors, in this order: `graft_nu`,
 //! `graft_momentum`, `shampoo_momentum` (parameter shape), then
-//! `shampoo_stat<k>` and `shampoo_precond<k>` (square f32 matrices, k in the
-//! reference's order: each block, then each of its dimensions).
+//! `shampoo_stat<k>` and `shampoo_precond<k>`: stacks `[blocks, n, n]` of
+//! f32 matrices, one per group of equally shaped blocks (see `blocks.rs`) and
+//! per dimension, k running over the groups, then their dimensions. The
+//! reference keeps one matrix per block and dimension; these hold the same
+//! matrices, grouped.
 
 mod blocks;
 mod inverse_root;
