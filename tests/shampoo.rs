@@ -167,7 +167,7 @@ fn all_parameters_updated_together_match_optax_shampoo() {
     let state: Vec<Vec<Tensor>> =
         specs.iter().zip(&parameters).map(|(sp, (n, _, _))| sp.iter().map(|s| g.param(&format!("{n}/{}", s.suffix), s.ty.dtype, &s.ty.shape)).collect()).collect();
     let (lr, count) = (g.param("lr", DType::F32, &[]), g.param("count", DType::F32, &[]));
-    let updated = opt.update_all(&params, &grads, &state, &StepScalars { lr: &lr, count: &count }).unwrap();
+    let updated = opt.update_all(&params, &grads, &state, &StepScalars { lr: &lr, count: &count, partitions: 1 }).unwrap();
     let outs: Vec<&Tensor> = updated.iter().flat_map(|(p, st)| std::iter::once(p).chain(st)).collect();
     let program = compile(&g, &outs);
 
@@ -211,7 +211,7 @@ fn inverse_root_loops_do_not_grow_with_the_parameter_count() {
         let state: Vec<Vec<Tensor>> =
             params.iter().enumerate().map(|(k, p)| opt.state(p.ty()).iter().map(|s| g.param(&format!("w{k}/{}", s.suffix), s.ty.dtype, &s.ty.shape)).collect()).collect();
         let (lr, count_t) = (g.param("lr", DType::F32, &[]), g.param("count", DType::F32, &[]));
-        let updated = opt.update_all(&params, &grads, &state, &StepScalars { lr: &lr, count: &count_t }).unwrap();
+        let updated = opt.update_all(&params, &grads, &state, &StepScalars { lr: &lr, count: &count_t, partitions: 1 }).unwrap();
         let outs: Vec<Tensor> = updated.into_iter().flat_map(|(p, st)| std::iter::once(p).chain(st)).collect();
         emit_module(&g, &outs, &ModuleOptions::default()).unwrap().matches("stablehlo.while").count()
     };

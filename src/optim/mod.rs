@@ -67,6 +67,10 @@ pub struct StepScalars<'a> {
     pub lr: &'a Tensor,
     /// 1-based update count (f32 scalar).
     pub count: &'a Tensor,
+    /// Devices one SPMD program of the step spans (1 without a mesh): an
+    /// optimizer may spread batched work of its own over them (Shampoo's
+    /// inverse roots).
+    pub partitions: usize,
 }
 
 pub trait Optimizer {

@@ -132,7 +132,7 @@ pub fn optimizer_steps(opt: &dyn Optimizer, p0: &HostTensor, grads: &[HostTensor
     let state: Vec<Tensor> = specs.iter().map(|s| g.param(&s.suffix, s.ty.dtype, &s.ty.shape)).collect();
     let lr_t = g.param("lr", DType::F32, &[]);
     let count = g.param("count", DType::F32, &[]);
-    let (np, ns) = opt.update(&p, &grad, &state, &StepScalars { lr: &lr_t, count: &count }).unwrap();
+    let (np, ns) = opt.update(&p, &grad, &state, &StepScalars { lr: &lr_t, count: &count, partitions: 1 }).unwrap();
     let mut outs = vec![&np];
     outs.extend(ns.iter());
     let prog = compile(&g, &outs);

@@ -121,7 +121,7 @@ impl ClipSteps {
         let grads = grad(&loss, &refs)?;
         let mean_grads = grads.iter().map(|gr| replica_mean(gr, s.replicas)).collect::<GraphResult<Vec<_>>>()?;
         let (clipped, norm) = clip_by_global_norm(&mean_grads, s.max_grad_norm)?;
-        let scalars = StepScalars { lr: &lr, count: &count };
+        let scalars = StepScalars { lr: &lr, count: &count, partitions: 1 };
         let mut outs = Vec::new();
         let mut new_state = Vec::new();
         let mut new_scale = None;

@@ -184,11 +184,12 @@ fn update_outputs(
     state: &[Vec<Tensor>],
     mean_grads: &[Tensor],
     mean_loss: Tensor,
+    partitions: usize,
 ) -> Result<Vec<Tensor>> {
     let lr = g.param("lr", DType::F32, &[]);
     let count = g.param("count", DType::F32, &[]);
     let (grads, norm) = clip_by_global_norm(mean_grads, max_grad_norm)?;
-    let scalars = StepScalars { lr: &lr, count: &count };
+    let scalars = StepScalars { lr: &lr, count: &count, partitions };
     let mut new_params = Vec::with_capacity(params.len());
     let mut new_state = Vec::new();
     for (np, ns) in optimizer.update_all(params, &grads, state, &scalars)? {
@@ -252,7 +253,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         let grads = grad(&loss, &refs)?;
         let mean_grads = grads.iter().map(|gr| replica_sum(gr, n)?.scale(scale_of(1))).collect::<crate::graph::Result<Vec<_>>>()?;
         let mean_loss = replica_sum(&loss, n)?.scale(scale_of(1))?;
-        let outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss)?;
+        let outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss, s.mesh.as_ref().map_or(1, |m| m.devices()))?;
         let donated = BATCH_ARGS..BATCH_ARGS + params.len() + state_specs.len();
         let layout = StepLayout { params: specs, state: state_specs };
         let names = update_names(&layout.names());
@@ -284,7 +285,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         let scale = scale_of(s.accumulation);
         let mean_grads = acc.iter().map(|a| replica_sum(a, n)?.scale(scale)).collect::<crate::graph::Result<Vec<_>>>()?;
         let mean_loss = replica_sum(&loss_acc, n)?.scale(scale)?;
-        let mut outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss)?;
+        let mut outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss, s.mesh.as_ref().map_or(1, |m| m.devices()))?;
         // Fresh zero accumulators come back out, so they stay on device between updates.
         let tail = outs.split_off(params.len() + state_specs.len());
         for a in acc.iter().chain([&loss_acc]) {

@@ -134,7 +134,7 @@ fn update(
     let refs: Vec<&Tensor> = params.iter().collect();
     let grads = grad(loss, &refs)?.iter().map(|g| replica_mean(g, replicas)).collect::<GraphResult<Vec<_>>>()?;
     let (grads, norm) = clip_by_global_norm(&grads, clip)?;
-    let scalars = StepScalars { lr, count };
+    let scalars = StepScalars { lr, count, partitions: 1 };
     let (mut new_params, mut new_state) = (Vec::new(), Vec::new());
     for (np, ns) in opt.update_all(params, &grads, state, &scalars)? {
         new_params.push(np);

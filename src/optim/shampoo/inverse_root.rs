@@ -57,19 +57,23 @@ fn max_eigenvalues(a: &Tensor) -> Result<Tensor> {
     let start: Vec<f64> = (0..n).map(|i| ((i as f64 + 1.0) * 0.7548776662).fract() * 2.0 - 1.0).collect();
     let v0 = g.constant(crate::HostTensor::from_f64(DType::F32, &[n], &start).expect("start vector")).broadcast_to(&[k, n])?;
     let vec = |shape: &[i64], dtype| TensorType::new(dtype, shape);
-    let types = [vec(&[k], DType::F32), vec(&[k, n], DType::F32), vec(&[k], DType::F32), vec(&[k], DType::Bool), a.ty().clone()];
+    // The last carry says whether any matrix goes on, reduced in the body
+    // (see `inverse_pth_roots`).
+    let types = [vec(&[k], DType::F32), vec(&[k, n], DType::F32), vec(&[k], DType::F32), vec(&[k], DType::Bool), a.ty().clone(), TensorType::scalar(DType::Bool)];
     let active = |c: &[Tensor]| -> Result<Tensor> { c[0].lt(&c[0].scalar_like(MAX_ITERS))?.and(&c[3]) };
-    let cond = Function::build("power_iteration_cond", &types, |c| Ok(vec![active(c)?.any(&[0], false)?]))?;
+    let cond = Function::build("power_iteration_cond", &types, |c| Ok(vec![c[5].clone()]))?;
     let body = Function::build("power_iteration_step", &types, |c| {
         let on = active(c)?;
         let v = c[1].div(&c[1].square()?.sum(&[1], true)?.sqrt()?)?;
         let av = c[4].dot_general(&v, &[0], &[0], &[2], &[1])?;
         let s = v.mul(&av)?.sum(&[1], false)?;
         let moving = s.sub(&c[2])?.abs()?.gt(&s.scalar_like(ERROR_TOLERANCE))?;
-        Ok(vec![keep_done(&on, &c[0].add_scalar(1.0)?, &c[0])?, keep_done(&on, &av, &c[1])?, keep_done(&on, &s, &c[2])?, keep_done(&on, &moving, &c[3])?, c[4].clone()])
+        let mut next = vec![keep_done(&on, &c[0].add_scalar(1.0)?, &c[0])?, keep_done(&on, &av, &c[1])?, keep_done(&on, &s, &c[2])?, keep_done(&on, &moving, &c[3])?, c[4].clone()];
+        next.push(active(&next)?.any(&[0], false)?);
+        Ok(next)
     })?;
-    let (i0, s0, run) = (g.zeros(DType::F32, &[k]), g.zeros(DType::F32, &[k]), g.full(1.0, DType::Bool, &[k]));
-    Ok(while_loop(&cond, &body, &[&i0, &v0, &s0, &run, a])?.remove(2))
+    let (i0, s0, run, go) = (g.zeros(DType::F32, &[k]), g.zeros(DType::F32, &[k]), g.full(1.0, DType::Bool, &[k]), g.full(1.0, DType::Bool, &[]));
+    Ok(while_loop(&cond, &body, &[&i0, &v0, &s0, &run, a, &go])?.remove(2))
 }
 
 /// `(a + ε·λmax(a)·I)^(-1/p)` of a symmetric PSD f32 matrix `a` [n, n] and the
@@ -100,15 +104,20 @@ pub fn inverse_pth_roots(a: &Tensor, p: u32, ridge_epsilon: f64) -> Result<(Tens
     let err0 = max_abs_diff(&m0, &identity)?;
     let h0 = identity.mul(&z.powf(1.0 / p as f64)?)?;
 
-    // Carries: i, M, H, previous H, error, error ratio.
+    // Carries: i, M, H, previous H, error, error ratio, and whether any
+    // matrix goes on. That flag is reduced in the body rather than in the
+    // condition: with the stack split over devices, every device then stops
+    // at the same iteration (a condition reducing its own shard let devices
+    // leave the loop at different iterations and wait on each other's
+    // collectives).
     let (mats, per) = (TensorType::new(DType::F32, &[k, n, n]), TensorType::new(DType::F32, &[k]));
-    let types = [per.clone(), mats.clone(), mats.clone(), mats, per.clone(), per];
+    let types = [per.clone(), mats.clone(), mats.clone(), mats, per.clone(), per, TensorType::scalar(DType::Bool)];
     let active = |c: &[Tensor]| -> Result<Tensor> {
         let more = c[0].lt(&c[0].scalar_like(MAX_ITERS))?;
         let above = c[4].gt(&c[4].scalar_like(ERROR_TOLERANCE))?.and(&c[5].lt(&c[5].scalar_like(MAX_ERROR_RATIO))?)?;
         more.and(&above)
     };
-    let cond = Function::build("newton_cond", &types, |c| Ok(vec![active(c)?.any(&[0], false)?]))?;
+    let cond = Function::build("newton_cond", &types, |c| Ok(vec![c[6].clone()]))?;
     let body = Function::build("newton_step", &types, |c| {
         let on = active(c)?;
         let identity = eye(c[0].graph(), n)?;
@@ -118,10 +127,14 @@ pub fn inverse_pth_roots(a: &Tensor, p: u32, ridge_epsilon: f64) -> Result<(Tens
         let err = max_abs_diff(&m, &identity)?;
         let ratio = err.div(&c[4])?;
         let next = [c[0].add_scalar(1.0)?, m, h, c[2].clone(), err, ratio];
-        next.iter().zip(c).map(|(new, old)| keep_done(&on, new, old)).collect()
+        let mut next: Vec<Tensor> = next.iter().zip(c).map(|(new, old)| keep_done(&on, new, old)).collect::<Result<_>>()?;
+        next.push(active(&next)?.any(&[0], false)?);
+        Ok(next)
     })?;
     let (i0, ratio0) = (g.zeros(DType::F32, &[k]), g.full(1.0, DType::F32, &[k]));
-    let out = while_loop(&cond, &body, &[&i0, &m0, &h0, &h0, &err0, &ratio0])?;
+    let mut init = vec![i0, m0, h0.clone(), h0, err0, ratio0];
+    init.push(active(&init)?.any(&[0], false)?);
+    let out = while_loop(&cond, &body, &init.iter().collect::<Vec<_>>())?;
     let error = max_abs_diff(&out[1], &identity)?;
     // Stopped because the error grew: the previous iterate is the better one.
     let converged = out[5].lt(&out[5].scalar_like(MAX_ERROR_RATIO))?;

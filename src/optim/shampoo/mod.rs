@@ -140,7 +140,7 @@ impl Shampoo {
     /// parameters and share one iteration, as the reference batches them: one
     /// loop per kind of matrix rather than one per parameter keeps the program
     /// (and its compile time) independent of the number of parameters.
-    fn refresh(&self, step: &Tensor, pending: &[Pending]) -> Result<Vec<Vec<Tensor>>> {
+    fn refresh(&self, step: &Tensor, pending: &[Pending], partitions: usize) -> Result<Vec<Vec<Tensor>>> {
         let stats: Vec<&Tensor> = pending.iter().flat_map(|q| &q.stats).collect();
         let old: Vec<&Tensor> = pending.iter().flat_map(|q| &q.preconditioners).collect();
         let n = stats.len();
@@ -162,8 +162,16 @@ impl Shampoo {
             let (stats, prev) = (&c[1..=n], &c[n + 1..]);
             let mut fresh = prev.to_vec();
             for (&(size, root), members) in &groups {
-                let stack: Vec<&Tensor> = members.iter().map(|&k| &stats[k]).collect();
-                let (roots, errors) = inverse_pth_roots(&Tensor::concat(&stack, 0)?, root, eps)?;
+                let members_stats: Vec<&Tensor> = members.iter().map(|&k| &stats[k]).collect();
+                let mut stack = Tensor::concat(&members_stats, 0)?;
+                if partitions > 1 {
+                    // Each device iterates on its share of the matrices, as the
+                    // reference spreads the roots over its mesh, rather than
+                    // every device iterating on all of them.
+                    let devices: Vec<String> = (0..partitions).map(|d| d.to_string()).collect();
+                    stack = stack.with_sharding(&format!("{{devices=[{partitions},1,1]{}}}", devices.join(",")))?;
+                }
+                let (roots, errors) = inverse_pth_roots(&stack, root, eps)?;
                 let mut at = 0;
                 for &k in members {
                     let count = stats[k].shape()[0];
@@ -275,7 +283,7 @@ impl Optimizer for Shampoo {
         // The reference counts steps from 0.
         let step = s.count.cast(DType::F32)?.add_scalar(-1.0)?;
         let pending = params.iter().zip(grads).zip(states).map(|((p, g), st)| self.step_one(p, g, st, s, &step)).collect::<Result<Vec<_>>>()?;
-        let fresh = self.refresh(&step, &pending)?;
+        let fresh = self.refresh(&step, &pending, s.partitions)?;
         Ok(pending
             .into_iter()
             .zip(fresh)
