@@ -107,12 +107,20 @@ impl Placement {
             }
         }
         if mesh.data > 1 {
-            let best = (0..shape.len()).filter(|&k| dims[k].is_none() && shape[k] % mesh.data as i64 == 0).max_by_key(|&k| (shape[k], usize::MAX - k));
-            if let Some(k) = best {
+            if let Some(k) = largest_divisible(shape, mesh.data, |k| dims[k].is_none()) {
                 dims[k] = Some(Axis::Data);
             }
         }
         Ok(Placement { dims })
+    }
+
+    /// A tensor no partition rule names (optimizer state shaped unlike its
+    /// parameter: Shampoo's statistics, Adafactor's factors): its largest
+    /// dimension `model` divides goes over `model`, so it spreads over every
+    /// device rather than only over `data`; then as [`Placement::sharded`].
+    pub fn spread(name: &str, shape: &[i64], mesh: &Mesh) -> Result<Placement, String> {
+        let model_dim = if mesh.model > 1 { largest_divisible(shape, mesh.model, |_| true) } else { None };
+        Placement::sharded(name, shape, model_dim, mesh)
     }
 
     /// The shape of one device's shard of a tensor of `shape`.
@@ -196,6 +204,12 @@ impl Placement {
 }
 
 /// Row-major strides (in elements) of `shape`.
+/// The largest dimension of `shape` that `n` divides among those `free`
+/// allows (the first of equal ones).
+fn largest_divisible(shape: &[i64], n: usize, free: impl Fn(usize) -> bool) -> Option<usize> {
+    (0..shape.len()).filter(|&k| free(k) && shape[k] % n as i64 == 0).max_by_key(|&k| (shape[k], usize::MAX - k))
+}
+
 fn strides(shape: &[i64]) -> Vec<usize> {
     let mut s = vec![1usize; shape.len()];
     for k in (0..shape.len().saturating_sub(1)).rev() {

@@ -96,13 +96,7 @@ impl MeshPlacements {
                 if param_shape.as_slice() == shape {
                     return Ok(p.clone());
                 }
-                // State of its own shape (Shampoo's statistics, Adafactor's
-                // factors) has no partition rule: its largest dimension the
-                // model axis divides goes over `model`, so it spreads over
-                // every device rather than only over `data`.
-                let m = self.mesh.model as i64;
-                let model_dim = (0..shape.len()).filter(|&k| m > 1 && shape[k] % m == 0).max_by_key(|&k| (shape[k], usize::MAX - k));
-                return Placement::sharded(name, shape, model_dim, &self.mesh).map_err(crate::error::Error::Invalid);
+                return Placement::spread(name, shape, &self.mesh).map_err(crate::error::Error::Invalid);
             }
         }
         Ok(Placement::replicated(shape.len()))
@@ -227,6 +221,8 @@ fn update_names(layout_names: &[String]) -> Vec<String> {
 pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
     let n = s.replicas;
     let scale_of = |micro: usize| 1.0 / (n * micro) as f64;
+    // Devices one SPMD program spans, for optimizers that spread their own work.
+    let partitions = s.mesh.as_ref().map_or(1, |m| m.devices());
     if s.mesh.is_some() && n != 1 {
         return Err(crate::error::Error::Invalid("a mesh-sharded step is one SPMD program: replicas must be 1".into()));
     }
@@ -253,7 +249,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         let grads = grad(&loss, &refs)?;
         let mean_grads = grads.iter().map(|gr| replica_sum(gr, n)?.scale(scale_of(1))).collect::<crate::graph::Result<Vec<_>>>()?;
         let mean_loss = replica_sum(&loss, n)?.scale(scale_of(1))?;
-        let outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss, s.mesh.as_ref().map_or(1, |m| m.devices()))?;
+        let outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss, partitions)?;
         let donated = BATCH_ARGS..BATCH_ARGS + params.len() + state_specs.len();
         let layout = StepLayout { params: specs, state: state_specs };
         let names = update_names(&layout.names());
@@ -285,7 +281,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         let scale = scale_of(s.accumulation);
         let mean_grads = acc.iter().map(|a| replica_sum(a, n)?.scale(scale)).collect::<crate::graph::Result<Vec<_>>>()?;
         let mean_loss = replica_sum(&loss_acc, n)?.scale(scale)?;
-        let mut outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss, s.mesh.as_ref().map_or(1, |m| m.devices()))?;
+        let mut outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss, partitions)?;
         // Fresh zero accumulators come back out, so they stay on device between updates.
         let tail = outs.split_off(params.len() + state_specs.len());
         for a in acc.iter().chain([&loss_acc]) {

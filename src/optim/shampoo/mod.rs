@@ -168,8 +168,7 @@ impl Shampoo {
                     // Each device iterates on its share of the matrices, as the
                     // reference spreads the roots over its mesh, rather than
                     // every device iterating on all of them.
-                    let devices: Vec<String> = (0..partitions).map(|d| d.to_string()).collect();
-                    stack = stack.with_sharding(&format!("{{devices=[{partitions},1,1]{}}}", devices.join(",")))?;
+                    stack = stack.with_sharding(&format!("{{devices=[{partitions},1,1]<=[{partitions}]}}"))?;
                 }
                 let (roots, errors) = inverse_pth_roots(&stack, root, eps)?;
                 let mut at = 0;
