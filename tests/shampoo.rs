@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use dalle_xla::graph::{emit_module, Graph, ModuleOptions, Tensor};
 use dalle_xla::models::dallebart::{TrainConfig, Trainer};
-use dalle_xla::optim::{inverse_pth_root, inverse_pth_roots, Graft, Optimizer, OptimizerConfig, Shampoo, StateSpec, StepScalars};
+use dalle_xla::optim::{inverse_pth_root, inverse_pth_roots, Graft, Optimizer, OptimizerConfig, Shampoo, StepScalars};
 use dalle_xla::{DType, HostTensor};
 use std::collections::BTreeMap;
 
@@ -160,42 +160,10 @@ fn all_parameters_updated_together_match_optax_shampoo() {
     let opt = fixture_optimizer(&s);
     let steps = s["steps"].as_u64().unwrap() as usize;
     let parameters = fixture_parameters(&f, steps);
-    let g = Graph::new("shampoo_all");
-    let params: Vec<Tensor> = parameters.iter().map(|(n, p0, _)| g.param(n, DType::F32, &p0.shape)).collect();
-    let grads: Vec<Tensor> = parameters.iter().map(|(n, p0, _)| g.param(&format!("{n}/grad"), DType::F32, &p0.shape)).collect();
-    let specs: Vec<Vec<StateSpec>> = params.iter().map(|p| opt.state(p.ty())).collect();
-    let state: Vec<Vec<Tensor>> =
-        specs.iter().zip(&parameters).map(|(sp, (n, _, _))| sp.iter().map(|s| g.param(&format!("{n}/{}", s.suffix), s.ty.dtype, &s.ty.shape)).collect()).collect();
-    let (lr, count) = (g.param("lr", DType::F32, &[]), g.param("count", DType::F32, &[]));
-    let updated = opt.update_all(&params, &grads, &state, &StepScalars { lr: &lr, count: &count, partitions: 1 }).unwrap();
-    let outs: Vec<&Tensor> = updated.iter().flat_map(|(p, st)| std::iter::once(p).chain(st)).collect();
-    let program = compile(&g, &outs);
-
-    let mut values: Vec<HostTensor> = parameters.iter().map(|(_, p0, _)| p0.clone()).collect();
-    let mut states: Vec<HostTensor> = specs.iter().flatten().map(|s| s.initial_value()).collect();
-    let mut histories: Vec<Vec<Vec<f64>>> = vec![vec![]; parameters.len()];
-    for t in 0..steps {
-        let (lr_h, c) = (HostTensor::scalar(s["learning_rate"].as_f64().unwrap() as f32), HostTensor::scalar((t + 1) as f32));
-        let mut args: Vec<&HostTensor> = values.iter().collect();
-        args.extend(parameters.iter().map(|(_, _, gr)| &gr[t]));
-        args.extend(states.iter());
-        args.push(&lr_h);
-        args.push(&c);
-        let out = program.run(&args).unwrap();
-        let (mut next_values, mut next_states, mut at) = (vec![], vec![], 0);
-        for (k, sp) in specs.iter().enumerate() {
-            histories[k].push(out[at].to_f64_vec());
-            next_values.push(out[at].clone());
-            next_states.extend(out[at + 1..at + 1 + sp.len()].iter().cloned());
-            at += 1 + sp.len();
-        }
-        (values, states) = (next_values, next_states);
-    }
-    let mut at = 0;
-    for (k, (name, _, _)) in parameters.iter().enumerate() {
-        let state: Vec<(String, Vec<f64>)> = specs[k].iter().zip(&states[at..]).map(|(sp, v)| (sp.suffix.clone(), v.to_f64_vec())).collect();
-        at += specs[k].len();
-        check_against_fixture(&f, name, &histories[k], &state, "all parameters in one program");
+    let inputs: Vec<(&HostTensor, &[HostTensor])> = parameters.iter().map(|(_, p0, grads)| (p0, grads.as_slice())).collect();
+    let runs = optimizer_steps_together(&opt, &inputs, s["learning_rate"].as_f64().unwrap());
+    for ((name, _, _), (history, state)) in parameters.iter().zip(&runs) {
+        check_against_fixture(&f, name, history, state, "all parameters in one program");
     }
 }
 

@@ -122,33 +122,51 @@ pub fn check_vjp(shapes: &[Vec<i64>], inputs: &[HostTensor], f: impl Fn(&[Tensor
     }
 }
 
+/// A parameter's value after every step, and its final optimizer state by suffix.
+pub type OptimizerRun = (Vec<Vec<f64>>, Vec<(String, Vec<f64>)>);
+
 /// Runs `opt` on one parameter through `grads`, from the optimizer's initial
 /// state; returns the parameter after every step and the final state.
-pub fn optimizer_steps(opt: &dyn Optimizer, p0: &HostTensor, grads: &[HostTensor], lr: f64) -> (Vec<Vec<f64>>, Vec<(String, Vec<f64>)>) {
+pub fn optimizer_steps(opt: &dyn Optimizer, p0: &HostTensor, grads: &[HostTensor], lr: f64) -> OptimizerRun {
+    optimizer_steps_together(opt, &[(p0, grads)], lr).remove(0)
+}
+
+/// [`optimizer_steps`] for several parameters updated in one program by
+/// `Optimizer::update_all`, as trainers update them: each parameter starts
+/// from its value and takes its own gradient at every step.
+pub fn optimizer_steps_together(opt: &dyn Optimizer, parameters: &[(&HostTensor, &[HostTensor])], lr: f64) -> Vec<OptimizerRun> {
     let g = Graph::new("optimizer_step");
-    let p = g.param("p", DType::F32, &p0.shape);
-    let grad = g.param("g", DType::F32, &p0.shape);
-    let specs = opt.state(p.ty());
-    let state: Vec<Tensor> = specs.iter().map(|s| g.param(&s.suffix, s.ty.dtype, &s.ty.shape)).collect();
+    let params: Vec<Tensor> = parameters.iter().enumerate().map(|(k, (p0, _))| g.param(&format!("p{k}"), DType::F32, &p0.shape)).collect();
+    let grads: Vec<Tensor> = parameters.iter().enumerate().map(|(k, (p0, _))| g.param(&format!("g{k}"), DType::F32, &p0.shape)).collect();
+    let specs: Vec<_> = params.iter().map(|p| opt.state(p.ty())).collect();
+    let state: Vec<Vec<Tensor>> =
+        specs.iter().enumerate().map(|(k, sp)| sp.iter().map(|s| g.param(&format!("p{k}/{}", s.suffix), s.ty.dtype, &s.ty.shape)).collect()).collect();
     let lr_t = g.param("lr", DType::F32, &[]);
     let count = g.param("count", DType::F32, &[]);
-    let (np, ns) = opt.update(&p, &grad, &state, &StepScalars { lr: &lr_t, count: &count, partitions: 1 }).unwrap();
-    let mut outs = vec![&np];
-    outs.extend(ns.iter());
+    let updated = opt.update_all(&params, &grads, &state, &StepScalars { lr: &lr_t, count: &count, partitions: 1 }).unwrap();
+    let outs: Vec<&Tensor> = updated.iter().flat_map(|(p, st)| std::iter::once(p).chain(st)).collect();
     let prog = compile(&g, &outs);
-    let mut pv = p0.clone();
-    let mut sv: Vec<HostTensor> = specs.iter().map(|s| s.initial_value()).collect();
-    let mut history = Vec::new();
-    for (t, gr) in grads.iter().enumerate() {
+    let mut values: Vec<HostTensor> = parameters.iter().map(|(p0, _)| (*p0).clone()).collect();
+    let mut states: Vec<Vec<HostTensor>> = specs.iter().map(|sp| sp.iter().map(|s| s.initial_value()).collect()).collect();
+    let mut histories = vec![Vec::new(); parameters.len()];
+    let steps = parameters.iter().map(|(_, gr)| gr.len()).min().unwrap_or(0);
+    for t in 0..steps {
         let (lr_h, c) = (HostTensor::scalar(lr as f32), HostTensor::scalar((t + 1) as f32));
-        let mut args: Vec<&HostTensor> = vec![&pv, gr];
-        args.extend(sv.iter());
+        let mut args: Vec<&HostTensor> = values.iter().collect();
+        args.extend(parameters.iter().map(|(_, gr)| &gr[t]));
+        args.extend(states.iter().flatten());
         args.push(&lr_h);
         args.push(&c);
-        let mut out = prog.run(&args).unwrap();
-        sv = out.split_off(1);
-        pv = out.remove(0);
-        history.push(pv.to_f64_vec());
+        let mut out = prog.run(&args).unwrap().into_iter();
+        for k in 0..parameters.len() {
+            values[k] = out.next().unwrap();
+            states[k] = out.by_ref().take(specs[k].len()).collect();
+            histories[k].push(values[k].to_f64_vec());
+        }
     }
-    (history, specs.iter().zip(&sv).map(|(s, v)| (s.suffix.clone(), v.to_f64_vec())).collect())
+    histories
+        .into_iter()
+        .zip(specs.iter().zip(&states))
+        .map(|(history, (sp, sv))| (history, sp.iter().zip(sv).map(|(s, v)| (s.suffix.clone(), v.to_f64_vec())).collect()))
+        .collect()
 }
