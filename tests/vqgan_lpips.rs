@@ -129,6 +129,6 @@ fn training_with_lpips_weights_adds_the_perceptual_loss() {
     let stats = trainer.train_on(&pixels).unwrap();
     // An untrained autoencoder's output differs from its input: the distance is positive and counted.
     assert!(stats["perceptual"] > 0.0, "{stats:?}");
-    assert_close(&[stats["loss"]], &[stats["l1"] + stats["perceptual"] + stats["codebook"]], 1e-5, "loss = l1 + perceptual + codebook");
+    assert_close(&[stats["loss"]], &[stats["pixel"] + stats["perceptual"] + stats["codebook"]], 1e-5, "loss = pixel + perceptual + codebook");
     std::fs::remove_dir_all(&dir).ok();
 }

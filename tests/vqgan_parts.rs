@@ -1,11 +1,11 @@
 //! VQGAN pieces against plain-Rust references: the straight-through estimator,
-//! nearest-code search, the codebook loss, the hinge loss, and the image
+//! nearest-code search, the codebook loss, the pixel and hinge losses, and the image
 //! loader's skip counting on the data the VQGAN trains on.
 mod common;
 use common::*;
 use dalle_xla::data::images::{ImageIndex, ImageLoader, LoaderOptions};
 use dalle_xla::graph::{grad, Graph};
-use dalle_xla::models::vqgan::{hinge_discriminator_loss, Vqgan, VqganConfig};
+use dalle_xla::models::vqgan::{hinge_discriminator_loss, LossConfig, PixelLoss, Vqgan, VqganConfig};
 use dalle_xla::nn::VarBuilder;
 use dalle_xla::{DType, HostTensor};
 
@@ -88,6 +88,28 @@ fn hinge_loss_matches_its_definition() {
     let relu = |x: f64| x.max(0.0);
     let want = 0.5 * (r.iter().map(|x| relu(1.0 - x)).sum::<f64>() / 6.0 + f.iter().map(|x| relu(1.0 + x)).sum::<f64>() / 6.0);
     assert_close(&got, &[want], 1e-6, "hinge loss");
+}
+
+#[test]
+fn pixel_losses_are_the_mean_absolute_and_mean_squared_difference() {
+    let g = Graph::new("pixel");
+    let a = g.param("a", DType::F32, &[2, 3]);
+    let b = g.param("b", DType::F32, &[2, 3]);
+    let l1 = PixelLoss::L1.distance(&a, &b).unwrap();
+    let l2 = PixelLoss::L2.distance(&a, &b).unwrap();
+    let (x, y) = ([-1.0, -0.5, 0.0, 0.25, 0.9, 1.0], [1.0, -0.4, 0.3, 0.25, -0.2, 0.5]);
+    let xv = HostTensor::from_f64(DType::F32, &[2, 3], &x).unwrap();
+    let yv = HostTensor::from_f64(DType::F32, &[2, 3], &y).unwrap();
+    let out = compile(&g, &[&l1, &l2]).run(&[&xv, &yv]).unwrap();
+    let diffs: Vec<f64> = x.iter().zip(&y).map(|(p, q)| p - q).collect();
+    assert_close(&out[0].to_f64_vec(), &[diffs.iter().map(|d| d.abs()).sum::<f64>() / 6.0], 1e-6, "L1");
+    assert_close(&out[1].to_f64_vec(), &[diffs.iter().map(|d| d * d).sum::<f64>() / 6.0], 1e-6, "L2");
+    // taming's L1 stays the default; the config names the other one.
+    assert_eq!(LossConfig::default().pixel_loss, PixelLoss::L1);
+    let l2_config: LossConfig = serde_yaml::from_str("pixel_loss: l2").unwrap();
+    assert_eq!(l2_config.pixel_loss, PixelLoss::L2);
+    let err = serde_yaml::from_str::<LossConfig>("pixel_loss: l3").unwrap_err().to_string();
+    assert!(err.contains("l1") && err.contains("l2"), "{err}");
 }
 
 #[test]

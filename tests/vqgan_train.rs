@@ -109,7 +109,7 @@ fn gan_phase_trains_the_discriminator_and_resumes_from_the_checkpoint() {
     assert_eq!(outcome, Outcome::Finished { step: 3 });
     let last = logged.last().expect("the last step is logged");
     assert!(last.loss.is_finite());
-    for key in ["l1", "codebook", "g_loss", "d_weight", "d_loss", "logits_real", "logits_fake"] {
+    for key in ["pixel", "codebook", "g_loss", "d_weight", "d_loss", "logits_real", "logits_fake"] {
         assert!(last.extra.get(key).is_some_and(|v| v.is_finite()), "{key} missing or not finite in {last:?}");
     }
     let d_weight = last.extra["d_weight"];

@@ -52,8 +52,8 @@ pub fn train(args: TrainVqganArgs) -> anyhow::Result<()> {
     let on_log = |m: &StepMetrics| {
         progress.set_position(m.step);
         let eval = m.eval_loss.map(|e| format!(" eval PSNR {:.2} dB", psnr(e))).unwrap_or_default();
-        let l1 = m.extra.get("l1").copied().unwrap_or(f64::NAN);
-        progress.set_message(format!("loss {:.4} l1 {l1:.4}{eval} {:.1} images/s", m.loss, m.samples_per_sec));
+        let pixel = m.extra.get("pixel").copied().unwrap_or(f64::NAN);
+        progress.set_message(format!("loss {:.4} pixel {pixel:.4}{eval} {:.1} images/s", m.loss, m.samples_per_sec));
         let extra: Vec<String> = m.extra.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
         let extra = extra.join(" ");
         progress.suspend(|| match m.eval_loss {

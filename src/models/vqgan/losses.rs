@@ -1,5 +1,5 @@
 //! The VQGAN training objective (taming-transformers' `VQLPIPSWithDiscriminator`):
-//! L1 reconstruction, optional LPIPS perceptual distance, codebook loss, and a
+//! L1 (or squared) reconstruction, optional LPIPS perceptual distance, codebook loss, and a
 //! hinge GAN loss whose weight adapts to the gradient magnitudes at the
 //! decoder's last layer.
 
@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LossConfig {
+    /// The pixel reconstruction distance.
+    #[serde(default)]
+    pub pixel_loss: PixelLoss,
     #[serde(default = "one")]
     pub pixel_weight: f64,
     #[serde(default = "one")]
@@ -30,6 +33,29 @@ pub struct LossConfig {
     /// LPIPS linear-head weights (safetensors, `lin{k}.model.1.weight` names).
     #[serde(default)]
     pub lpips: Option<String>,
+}
+
+/// taming's VQGAN uses L1. L2 weighs a pixel by the size of its error, so
+/// small objects on a flat background (whose pixels are a few percent of
+/// the image, all far off when missed) dominate the loss early instead of
+/// the background the L1 median settles on first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelLoss {
+    #[default]
+    L1,
+    L2,
+}
+
+impl PixelLoss {
+    /// Mean absolute or mean squared difference.
+    pub fn distance(self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let d = a.sub(b)?;
+        match self {
+            PixelLoss::L1 => d.abs()?.mean_all(),
+            PixelLoss::L2 => d.square()?.mean_all(),
+        }
+    }
 }
 
 fn one() -> f64 {
@@ -63,11 +89,6 @@ impl LossConfig {
         }
         Ok(())
     }
-}
-
-/// Mean absolute difference.
-pub fn l1(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    a.sub(b)?.abs()?.mean_all()
 }
 
 /// Generator side of the hinge GAN loss: `-mean(D(fake))`.

@@ -27,7 +27,7 @@ pub use crate::weights::{
     to_safetensors, to_safetensors_with_metadata,
 };
 pub use discriminator::DiscriminatorConfig;
-pub use losses::{adaptive_weight, generator_loss, hinge_discriminator_loss, l1, LossConfig};
+pub use losses::{adaptive_weight, generator_loss, hinge_discriminator_loss, LossConfig, PixelLoss};
 pub use lpips::Lpips;
 pub use memory::training_memory;
 pub use steps::{NetLayout, VqganSetup, VqganSteps, DISCRIMINATOR_STATS, GENERATOR_GAN_STATS, GENERATOR_STATS};

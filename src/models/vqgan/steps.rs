@@ -15,7 +15,7 @@
 //! optimizer state are donated so updates happen in place.
 
 use super::discriminator::DiscriminatorConfig;
-use super::losses::{adaptive_weight, generator_loss, hinge_discriminator_loss, l1, LossConfig};
+use super::losses::{adaptive_weight, generator_loss, hinge_discriminator_loss, LossConfig};
 use super::lpips::Lpips;
 use super::Vqgan;
 use crate::error::{Error, Result};
@@ -27,9 +27,9 @@ use crate::runtime::{Program, ProgramOptions};
 use crate::DType;
 
 /// Statistics the `generator` program returns, in order (one f32 vector).
-pub const GENERATOR_STATS: [&str; 6] = ["loss", "l1", "perceptual", "codebook", "codes_used", "grad_norm"];
+pub const GENERATOR_STATS: [&str; 6] = ["loss", "pixel", "perceptual", "codebook", "codes_used", "grad_norm"];
 /// Statistics of `generator_gan`.
-pub const GENERATOR_GAN_STATS: [&str; 8] = ["loss", "l1", "perceptual", "codebook", "codes_used", "g_loss", "d_weight", "grad_norm"];
+pub const GENERATOR_GAN_STATS: [&str; 8] = ["loss", "pixel", "perceptual", "codebook", "codes_used", "g_loss", "d_weight", "grad_norm"];
 /// Statistics of `discriminator`.
 pub const DISCRIMINATOR_STATS: [&str; 4] = ["d_loss", "logits_real", "logits_fake", "d_grad_norm"];
 
@@ -153,13 +153,13 @@ fn stack(stats: &[Tensor]) -> GraphResult<Tensor> {
 /// Reconstruction terms shared by both generator programs.
 struct GeneratorTerms {
     recon: Tensor,
-    l1: Tensor,
+    pixel: Tensor,
     perceptual: Tensor,
     codebook: Tensor,
     /// Share of the codebook chosen at least once in the step's batch; a
     /// small share is codebook collapse, which caps reconstruction quality.
     codes_used: Tensor,
-    /// `pixel_weight * l1 + perceptual_weight * perceptual` (taming's `nll_loss`).
+    /// `pixel_weight * pixel + perceptual_weight * perceptual` (taming's `nll_loss`).
     nll: Tensor,
     params: Vec<ParamSpec>,
     param_tensors: Vec<Tensor>,
@@ -170,7 +170,7 @@ fn generator_terms(g: &Graph, images: &Tensor, s: &VqganSetup) -> GraphResult<Ge
     let vb = VarBuilder::new(g, DType::F32);
     let (recon, q) = s.model.reconstruct(&vb, images)?;
     let (params, param_tensors) = (vb.specs(), vb.tensors());
-    let l1 = l1(images, &recon)?;
+    let pixel = s.loss.pixel_loss.distance(images, &recon)?;
     let (perceptual, frozen) = match s.lpips {
         Some(_) => {
             let frozen_vb = VarBuilder::new(g, DType::F32);
@@ -179,9 +179,9 @@ fn generator_terms(g: &Graph, images: &Tensor, s: &VqganSetup) -> GraphResult<Ge
         }
         None => (g.scalar(0.0, DType::F32), Vec::new()),
     };
-    let nll = l1.scale(s.loss.pixel_weight)?.add(&perceptual.scale(s.loss.perceptual_weight)?)?;
+    let nll = pixel.scale(s.loss.pixel_weight)?.add(&perceptual.scale(s.loss.perceptual_weight)?)?;
     let codes_used = codebook_usage(&q.indices, s.model.config.n_embed, s.replicas)?;
-    Ok(GeneratorTerms { recon, l1, perceptual, codebook: q.codebook_loss, codes_used, nll, params, param_tensors, frozen })
+    Ok(GeneratorTerms { recon, pixel, perceptual, codebook: q.codebook_loss, codes_used, nll, params, param_tensors, frozen })
 }
 
 /// Share of the `n_embed` codes that `indices` (all replicas together) choose at least once.
@@ -210,7 +210,7 @@ impl VqganSteps {
         let (state, state_specs, lr, count) = state_and_scalars(&g, &t.params, s.generator_optimizer);
         let (mut outs, new_state, norm) = update(&loss, &t.param_tensors, &state, s.generator_optimizer, s.generator_clip, &lr, &count, n)?;
         outs.extend(new_state);
-        let mut stats = [&loss, &t.l1, &t.perceptual, &t.codebook].iter().map(|x| replica_mean(x, n)).collect::<GraphResult<Vec<_>>>()?;
+        let mut stats = [&loss, &t.pixel, &t.perceptual, &t.codebook].iter().map(|x| replica_mean(x, n)).collect::<GraphResult<Vec<_>>>()?;
         stats.push(t.codes_used.clone());
         outs.push(stack(&[stats, vec![norm]].concat())?);
         let first_state = 1 + t.params.len() + t.frozen.len();
@@ -264,7 +264,7 @@ impl VqganSteps {
         let (state, state_specs, lr, count) = state_and_scalars(&g, &t.params, s.generator_optimizer);
         let (mut outs, new_state, norm) = update(&loss, &t.param_tensors, &state, s.generator_optimizer, s.generator_clip, &lr, &count, n)?;
         outs.extend(new_state);
-        let mut stats = [&loss, &t.l1, &t.perceptual, &t.codebook].iter().map(|x| replica_mean(x, n)).collect::<GraphResult<Vec<_>>>()?;
+        let mut stats = [&loss, &t.pixel, &t.perceptual, &t.codebook].iter().map(|x| replica_mean(x, n)).collect::<GraphResult<Vec<_>>>()?;
         stats.push(t.codes_used.clone());
         stats.extend([&g_loss, &d_weight].iter().map(|x| replica_mean(x, n)).collect::<GraphResult<Vec<_>>>()?);
         outs.push(stack(&[stats, vec![norm]].concat())?);

@@ -28,7 +28,7 @@ pub const CONFIG_KEY: &str = "vqgan_config";
 const GENERATOR: &str = "generator/";
 const DISCRIMINATOR: &str = "discriminator/";
 
-/// Statistics of one update, by name (`loss`, `l1`, `codebook`, `d_loss`, ...).
+/// Statistics of one update, by name (`loss`, `pixel`, `codebook`, `d_loss`, ...).
 pub type StepStats = BTreeMap<String, f64>;
 
 pub struct VqganTrainer {
