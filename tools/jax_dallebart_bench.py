@@ -6,7 +6,7 @@ Not part of the product: a reference point. It reads the model section of one of
 our YAML configs, builds the same NormFormer/GLU encoder-decoder in plain
 jax.numpy (no flax), and times jit-compiled AdamW updates on synthetic batches.
 
-    python3 tools/jax_dallebart_bench.py configs/small.yaml [--steps 20] [--bf16] [--batch N]
+    python3 tools/jax_dallebart_bench.py configs/small.yaml [--steps 20] [--bf16] [--batch N] [--set key.path=value]
 """
 import argparse, math, time, sys
 from functools import partial
@@ -17,6 +17,7 @@ try:
 except ImportError:
     sys.exit("JAX is not installed: pip install jax")
 import yaml
+from bench_config import apply_overrides
 
 
 def layer_norm(x, scale=None, bias=None, eps=1e-5):
@@ -102,8 +103,9 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--batch", type=int, help="batch size (default: the config's train.batch_size)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. model.encoder_vocab_size=50264")
     args = ap.parse_args()
-    full = yaml.safe_load(open(args.config))
+    full = apply_overrides(yaml.safe_load(open(args.config)), args.set)
     cfg = full["model"]
     batch = args.batch or full["train"]["batch_size"]
     lr = full.get("optimizer", {}).get("learning_rate", 1e-3)
