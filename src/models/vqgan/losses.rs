@@ -35,10 +35,9 @@ pub struct LossConfig {
     pub lpips: Option<String>,
 }
 
-/// taming's VQGAN uses L1. L2 weighs a pixel by the size of its error, so
-/// small objects on a flat background (whose pixels are a few percent of
-/// the image, all far off when missed) dominate the loss early instead of
-/// the background the L1 median settles on first.
+/// taming's VQGAN uses L1. L2 weighs a pixel by the size of its error, so a
+/// missed small object on a flat background (a few percent of the pixels,
+/// all far off) counts for more than under L1.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PixelLoss {
