@@ -1,6 +1,7 @@
 //! The VQGAN commands end to end through the `dalle` binary: train a tiny
 //! tokenizer on shapes images, encode the images to shards, decode a shard
-//! back to PNG files; and the messages for a bad `--vqgan`.
+//! back to PNG files, judge its reconstructions with the shapes checker; and
+//! the messages for a bad `--vqgan`.
 use std::path::Path;
 use std::process::Command;
 
@@ -48,9 +49,60 @@ fn train_encode_decode() {
     assert_eq!((image.width(), image.height()), (32, 32));
     assert!(png.join("000007.txt").is_file(), "captions travel with the decoded images");
 
+    judge_reconstructions(&dir, &data, &run);
+
     let out = dalle(&["encode", "--vqgan", &s(&dir.join("no-such-run")), "--images", &s(&data), "--out", &s(&enc), "--cpu-devices", "1"]);
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(text.contains("no-such-run"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The "holds" share of `row` in `dalle data shapes-judge`'s table.
+fn holds_share(table: &str, row: &str) -> String {
+    let line = table.lines().find(|l| l.split_whitespace().next() == Some(row)).unwrap_or_else(|| panic!("no {row} row in:\n{table}"));
+    line.split_whitespace().nth(1).expect("holds column").to_string()
+}
+
+/// The checker's verdicts on `images` (each against the caption of the same
+/// index in `data`), as the table prints them.
+fn share_by_library(images: &Path, data: &Path, n: usize) -> String {
+    let holds = (0..n)
+        .filter(|&i| {
+            let stem = dalle_xla::data::shapes::file_stem(i);
+            let caption = std::fs::read_to_string(data.join(format!("{stem}.txt"))).unwrap();
+            let image = image::open(images.join(format!("{stem}.png"))).unwrap().to_rgb8();
+            dalle_xla::data::shapes::check(&image, caption.trim()).unwrap().holds
+        })
+        .count();
+    format!("{:.1}%", 100.0 * holds as f64 / n as f64)
+}
+
+fn judge_reconstructions(dir: &Path, data: &Path, run: &Path) {
+    let s = |p: &Path| p.display().to_string();
+    let judged = dir.join("judged");
+    let out = dalle(&["data", "shapes-judge", "--images", &s(data), "--vqgan", &s(run), "--out", &s(&judged), "--cpu-devices", "1"]);
+    let table = check(&out, "shapes-judge");
+    assert!(table.contains("12 images of"), "{table}");
+    assert_eq!(std::fs::read_dir(&judged).unwrap().count(), 12, "one reconstruction per image");
+    assert_eq!(holds_share(&table, "real"), share_by_library(data, data, 12), "{table}");
+    assert_eq!(holds_share(&table, "vqgan"), share_by_library(&judged, data, 12), "{table}");
+
+    let out = dalle(&["data", "shapes-judge", "--images", &s(data), "--n", "5"]);
+    assert!(check(&out, "shapes-judge --n 5").contains("5 images of"));
+    let refused = |args: &[&str], names: &[&str]| {
+        let out = dalle(args);
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success() && !text.contains("panicked"), "{text}");
+        for name in names {
+            assert!(text.contains(name), "the error names {name}: {text}");
+        }
+    };
+    refused(&["data", "shapes-judge", "--images", &s(data), "--n", "13"], &["--n", "12"]);
+    refused(&["data", "shapes-judge", "--images", &s(&dir.join("no-such-folder"))], &["no-such-folder"]);
+    refused(&["data", "shapes-judge", "--images", &s(data), "--vqgan", &s(run), "--out", &s(&judged), "--cpu-devices", "1"], &["--out", "not empty"]);
+    refused(&["data", "shapes-judge", "--images", &s(data), "--out", &s(&dir.join("x"))], &["--vqgan"]);
+    let larger = dir.join("shapes48");
+    dalle_xla::data::shapes::generate(2, 48, 9, &larger).unwrap();
+    refused(&["data", "shapes-judge", "--images", &s(&larger), "--vqgan", &s(run), "--cpu-devices", "1"], &["48x48", "32x32"]);
 }

@@ -2,10 +2,14 @@
 
 mod inspect;
 
+use super::common::DeviceArgs;
 use super::ExitStatus;
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use dalle_xla::data::images::ImageIndex;
 use dalle_xla::data::shapes;
+use dalle_xla::models::vqgan::{open_vqgan, VqganCodec};
+use dalle_xla::pipeline::{judge, reconstruct, row_scores, Judgement};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -25,6 +29,12 @@ enum DataCommand {
     ///
     /// Exit status: 0 the caption holds, 1 it does not, 2 an error (unreadable image, unparsable caption).
     ShapesCheck(ShapesCheckArgs),
+    /// Judge every captioned image of a shapes folder, or its VQGAN reconstructions, with the checker.
+    ///
+    /// Prints the share of images whose caption holds, overall and per attribute (count,
+    /// shape, colour, size, position): for the images themselves (the checker's ceiling) and,
+    /// with --vqgan, for their round trip through the tokenizer (its ceiling).
+    ShapesJudge(ShapesJudgeArgs),
     /// Count rows and bad rows of parquet/JSONL dataset files and show the first rows.
     Inspect(inspect::InspectArgs),
 }
@@ -53,6 +63,24 @@ struct ShapesCheckArgs {
     caption: String,
 }
 
+#[derive(Args)]
+struct ShapesJudgeArgs {
+    /// Shapes folder (from `dalle data shapes`): NNNNNN.png with NNNNNN.txt captions.
+    #[arg(long)]
+    images: PathBuf,
+    /// Judge the first N images (default: all).
+    #[arg(long)]
+    n: Option<usize>,
+    /// A VQGAN (train-vqgan run directory or model directory) whose reconstructions are judged too.
+    #[arg(long)]
+    vqgan: Option<String>,
+    /// Write the reconstructions here as NNNNNN.png (a new or empty folder).
+    #[arg(long, requires = "vqgan")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
 /// Above this an image no longer fits comfortably in memory (and the
 /// detector's rules were only measured up to 256 px).
 const MAX_SHAPES_SIZE: u32 = 4096;
@@ -68,6 +96,7 @@ pub fn run(args: DataArgs) -> anyhow::Result<()> {
             eprintln!("error: {e:#}");
             ExitStatus(2).into()
         }),
+        DataCommand::ShapesJudge(a) => shapes_judge(a),
         DataCommand::Inspect(a) => inspect::run(a),
     }
 }
@@ -105,4 +134,50 @@ fn shapes_check(args: ShapesCheckArgs) -> anyhow::Result<()> {
         // The report above is the explanation; no error message follows.
         false => Err(ExitStatus(1).into()),
     }
+}
+
+fn shapes_judge(args: ShapesJudgeArgs) -> anyhow::Result<()> {
+    let index = ImageIndex::open(&args.images).with_context(|| format!("reading the shapes folder {}", args.images.display()))?;
+    let available = index.records.len();
+    let n = args.n.unwrap_or(available);
+    if n == 0 || n > available {
+        anyhow::bail!("--n must be between 1 and the {available} captioned images of {}, got {n}", args.images.display());
+    }
+    let records = &index.records[..n];
+    let images = records
+        .iter()
+        .map(|r| Ok(image::open(&r.path).with_context(|| format!("cannot read image {}", r.path.display()))?.to_rgb8()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let judge_all = |images: &[image::RgbImage]| -> anyhow::Result<Vec<Judgement>> {
+        records.iter().zip(images).map(|(r, im)| judge(im, &r.caption).with_context(|| format!("judging {}", r.path.display()))).collect()
+    };
+    let mut rows = vec![row_scores("real", "", &judge_all(&images)?)];
+    if let Some(vqgan) = &args.vqgan {
+        if let Some(out) = &args.out {
+            let taken = std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false);
+            if taken {
+                anyhow::bail!("--out {} is not empty: give a new or empty folder", out.display());
+            }
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        }
+        let client = args.device.client()?;
+        let (config, weights, origin) = open_vqgan(vqgan).with_context(|| format!("opening the VQGAN {vqgan}"))?;
+        let codec = VqganCodec::new(&client, config, &weights, &origin, 8, client.device_count())?;
+        let reconstructed = reconstruct(&codec, &images)?;
+        if let Some(out) = &args.out {
+            for (i, im) in reconstructed.iter().enumerate() {
+                let path = out.join(format!("{}.png", shapes::file_stem(i)));
+                im.save(&path).with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        rows.push(row_scores("vqgan", "", &judge_all(&reconstructed)?));
+    }
+    println!("{n} images of {}", args.images.display());
+    println!("{:<6} {:>8} {:>7} {:>7} {:>7} {:>7} {:>9}", "row", "holds", "count", "shape", "colour", "size", "position");
+    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    for r in &rows {
+        let a = &r.attributes;
+        println!("{:<6} {:>8} {:>7} {:>7} {:>7} {:>7} {:>9}", r.row, pct(r.fidelity), pct(a.count), pct(a.shape), pct(a.colour), pct(a.size), pct(a.position));
+    }
+    Ok(())
 }

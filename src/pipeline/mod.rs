@@ -15,7 +15,7 @@ mod stages;
 pub use config::{paths, GenerateConfig, PipelineConfig, ReportConfig, ShapesConfig, TokenizerConfig};
 pub use run::{process_cpu_secs, write_atomically, PipelineRun, StageRecord};
 pub use stage::Stage;
-pub use stages::{AttributeScores, Judgement, RowScores, JUDGE_FILE};
+pub use stages::{judge, reconstruct, row_scores, AttributeScores, Judgement, RowScores, JUDGE_FILE};
 
 use crate::checkpoint::{StopReason, StopSignal};
 use crate::error::Result;

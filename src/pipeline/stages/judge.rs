@@ -90,7 +90,8 @@ pub fn judge(image: &RgbImage, caption: &str) -> Result<Judgement> {
     })
 }
 
-fn scores(row: &str, split: &str, judged: &[Judgement]) -> RowScores {
+/// The shares of `judged` whose caption holds, overall and per attribute.
+pub fn row_scores(row: &str, split: &str, judged: &[Judgement]) -> RowScores {
     let share = |f: &dyn Fn(&Judgement) -> bool| judged.iter().filter(|j| f(j)).count() as f64 / judged.len().max(1) as f64;
     RowScores {
         row: row.into(),
@@ -159,7 +160,7 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
         for (i, (r, j)) in records.iter().zip(&real).enumerate() {
             note(Detail { row: "real", split, index: i, caption: &r.caption, judgement: *j });
         }
-        rows.push(scores("real", split, &real));
+        rows.push(row_scores("real", split, &real));
 
         let reconstructed = reconstruct(&codec, &images)?;
         let recon_dir = cx.run.path(RECONSTRUCTIONS).join(split);
@@ -172,7 +173,7 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
             note(Detail { row: "vqgan", split, index: i, caption: &r.caption, judgement: j });
             vq.push(j);
         }
-        rows.push(scores("vqgan", split, &vq));
+        rows.push(row_scores("vqgan", split, &vq));
 
         let mut sampled = Vec::new();
         let mut reranked = Vec::new();
@@ -189,8 +190,8 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
             reranked.push(best);
             sampled.extend(candidates);
         }
-        rows.push(scores("generated", split, &sampled));
-        rows.push(scores("reranked", split, &reranked));
+        rows.push(row_scores("generated", split, &sampled));
+        rows.push(row_scores("reranked", split, &reranked));
 
         // Each image against the next one's caption: deterministic, and
         // (with distinct neighbours) never its own.
@@ -201,7 +202,7 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
             note(Detail { row: "shuffled", split, index: i, caption: other, judgement: j });
             shuffled.push(j);
         }
-        rows.push(scores("shuffled", split, &shuffled));
+        rows.push(row_scores("shuffled", split, &shuffled));
     }
     let bytes = serde_json::to_vec_pretty(&rows).map_err(|e| Error::Invalid(format!("serialising the scores: {e}")))?;
     write_atomically(&cx.run.path(DETAILS_FILE), details.as_bytes())?;
@@ -211,12 +212,13 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
     Ok(StageEnd::Completed(serde_json::Value::Object(summary)))
 }
 
-fn reconstruct(codec: &VqganCodec, images: &[RgbImage]) -> Result<Vec<RgbImage>> {
+/// Each image after a round trip through the VQGAN's tokens.
+pub fn reconstruct(codec: &VqganCodec, images: &[RgbImage]) -> Result<Vec<RgbImage>> {
     let r = codec.config.resolution;
     let mut data = Vec::new();
     for im in images {
         if im.dimensions() != (r as u32, r as u32) {
-            return Err(Error::Invalid(format!("an image is {:?} but the VQGAN takes {r}x{r}", im.dimensions())));
+            return Err(Error::Invalid(format!("an image is {}x{} but the VQGAN takes {r}x{r}", im.width(), im.height())));
         }
         data.extend(rgb_to_hwc(im).data);
     }

@@ -12,7 +12,7 @@ mod shapes;
 mod training;
 mod vqgan;
 
-pub use judge::{AttributeScores, Judgement, RowScores, JUDGE_FILE};
+pub use judge::{judge, reconstruct, row_scores, AttributeScores, Judgement, RowScores, JUDGE_FILE};
 
 use super::config::PipelineConfig;
 use super::run::PipelineRun;
