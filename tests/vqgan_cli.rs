@@ -71,6 +71,9 @@ fn share_by_library(images: &Path, data: &Path, n: usize) -> String {
         .filter(|&i| {
             let stem = dalle_xla::data::shapes::file_stem(i);
             let caption = std::fs::read_to_string(data.join(format!("{stem}.txt"))).unwrap();
+            if images != data {
+                assert_eq!(std::fs::read_to_string(images.join(format!("{stem}.txt"))).unwrap(), caption, "captions travel with the reconstructions");
+            }
             let image = image::open(images.join(format!("{stem}.png"))).unwrap().to_rgb8();
             dalle_xla::data::shapes::check(&image, caption.trim()).unwrap().holds
         })
@@ -84,7 +87,7 @@ fn judge_reconstructions(dir: &Path, data: &Path, run: &Path) {
     let out = dalle(&["data", "shapes-judge", "--images", &s(data), "--vqgan", &s(run), "--out", &s(&judged), "--cpu-devices", "1"]);
     let table = check(&out, "shapes-judge");
     assert!(table.contains("12 images of"), "{table}");
-    assert_eq!(std::fs::read_dir(&judged).unwrap().count(), 12, "one reconstruction per image");
+    assert_eq!(std::fs::read_dir(&judged).unwrap().count(), 24, "one reconstruction and its caption per image");
     assert_eq!(holds_share(&table, "real"), share_by_library(data, data, 12), "{table}");
     assert_eq!(holds_share(&table, "vqgan"), share_by_library(&judged, data, 12), "{table}");
 

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use dalle_xla::data::images::ImageIndex;
 use dalle_xla::data::shapes;
 use dalle_xla::models::vqgan::{open_vqgan, VqganCodec};
-use dalle_xla::pipeline::{judge, reconstruct, row_scores, Judgement};
+use dalle_xla::pipeline::{judge, reconstruct, row_scores, write_atomically, Judgement};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -74,7 +74,7 @@ struct ShapesJudgeArgs {
     /// A VQGAN (train-vqgan run directory or model directory) whose reconstructions are judged too.
     #[arg(long)]
     vqgan: Option<String>,
-    /// Write the reconstructions here as NNNNNN.png (a new or empty folder).
+    /// Write the reconstructions here as NNNNNN.png with NNNNNN.txt captions (a new or empty folder).
     #[arg(long, requires = "vqgan")]
     out: Option<PathBuf>,
     #[command(flatten)]
@@ -165,14 +165,23 @@ fn shapes_judge(args: ShapesJudgeArgs) -> anyhow::Result<()> {
         let codec = VqganCodec::new(&client, config, &weights, &origin, 8, client.device_count())?;
         let reconstructed = reconstruct(&codec, &images)?;
         if let Some(out) = &args.out {
-            for (i, im) in reconstructed.iter().enumerate() {
-                let path = out.join(format!("{}.png", shapes::file_stem(i)));
-                im.save(&path).with_context(|| format!("writing {}", path.display()))?;
+            // Numbered in judging order with their captions beside them, so
+            // the folder is itself a captioned image folder.
+            for (i, (im, r)) in reconstructed.iter().zip(records).enumerate() {
+                let stem = out.join(shapes::file_stem(i));
+                let mut png = Vec::new();
+                im.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).context("encoding a reconstruction as PNG")?;
+                write_atomically(&stem.with_extension("png"), &png)?;
+                write_atomically(&stem.with_extension("txt"), r.caption.as_bytes())?;
             }
         }
         rows.push(row_scores("vqgan", "", &judge_all(&reconstructed)?));
     }
-    println!("{n} images of {}", args.images.display());
+    let skipped = match index.skipped.len() {
+        0 => String::new(),
+        k => format!(" ({k} without a caption left out)"),
+    };
+    println!("{n} images of {}{skipped}", args.images.display());
     println!("{:<6} {:>8} {:>7} {:>7} {:>7} {:>7} {:>9}", "row", "holds", "count", "shape", "colour", "size", "position");
     let pct = |x: f64| format!("{:.1}%", 100.0 * x);
     for r in &rows {
