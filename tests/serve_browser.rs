@@ -102,6 +102,11 @@ impl Browser {
 
     /// Sends a command (to the attached page once there is one) and waits for its result.
     fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params).unwrap_or_else(|error| panic!("{method}: {error}"))
+    }
+
+    /// [`Browser::call`], with the protocol's error as `Err`.
+    fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({"id": id, "method": method, "params": params});
@@ -116,8 +121,10 @@ impl Browser {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let reply = self.from_browser.recv_timeout(left).unwrap_or_else(|_| panic!("no answer from chromium to {method} within {PATIENCE:?}"));
             if reply["id"] == id {
-                assert!(reply.get("error").is_none(), "{method}: {reply}");
-                return reply["result"].clone();
+                return match reply.get("error") {
+                    Some(error) => Err(error.clone()),
+                    None => Ok(reply["result"].clone()),
+                };
             }
         }
     }
@@ -130,12 +137,24 @@ impl Browser {
     }
 
     /// Waits in the page (polling every 20 ms, up to PATIENCE) until `condition` is true.
+    /// A navigation (the new tab leaving about:blank) destroys the context
+    /// the poll runs in; the poll then starts again in the new page.
     fn wait_for(&mut self, condition: &str) {
         let ms = PATIENCE.as_millis();
-        let ok = self.eval(&format!(
+        let expression = format!(
             "new Promise((done) => {{ const t0 = Date.now(); const poll = () => {{ if ({condition}) done(true); else if (Date.now() - t0 > {ms}) done(false); else setTimeout(poll, 20); }}; poll(); }})"
-        ));
-        assert_eq!(ok, json!(true), "the page never satisfied: {condition}");
+        );
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let r = loop {
+            let params = json!({"expression": expression, "returnByValue": true, "awaitPromise": true});
+            match self.try_call("Runtime.evaluate", params) {
+                Ok(r) => break r,
+                Err(e) if e.to_string().contains("Execution context was destroyed") && std::time::Instant::now() < deadline => continue,
+                Err(e) => panic!("Runtime.evaluate: {e}"),
+            }
+        };
+        assert!(r.get("exceptionDetails").is_none(), "{condition}: {r}");
+        assert_eq!(r["result"]["value"], json!(true), "the page never satisfied: {condition}");
     }
 }
 
