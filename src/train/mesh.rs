@@ -203,13 +203,13 @@ impl Placement {
     }
 }
 
-/// Row-major strides (in elements) of `shape`.
 /// The largest dimension of `shape` that `n` divides among those `free`
 /// allows (the first of equal ones).
 fn largest_divisible(shape: &[i64], n: usize, free: impl Fn(usize) -> bool) -> Option<usize> {
     (0..shape.len()).filter(|&k| free(k) && shape[k] % n as i64 == 0).max_by_key(|&k| (shape[k], usize::MAX - k))
 }
 
+/// Row-major strides (in elements) of `shape`.
 fn strides(shape: &[i64]) -> Vec<usize> {
     let mut s = vec![1usize; shape.len()];
     for k in (0..shape.len().saturating_sub(1)).rev() {
