@@ -131,9 +131,14 @@ impl Browser {
 
     /// Evaluates JavaScript in the page (promises awaited) and returns its value.
     fn eval(&mut self, expression: &str) -> Value {
-        let r = self.call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true, "awaitPromise": true}));
+        self.try_eval(expression).unwrap_or_else(|error| panic!("Runtime.evaluate: {error}"))
+    }
+
+    /// [`Browser::eval`], with the protocol's error as `Err`.
+    fn try_eval(&mut self, expression: &str) -> Result<Value, Value> {
+        let r = self.try_call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true, "awaitPromise": true}))?;
         assert!(r.get("exceptionDetails").is_none(), "{expression}: {r}");
-        r["result"]["value"].clone()
+        Ok(r["result"]["value"].clone())
     }
 
     /// Waits in the page (polling every 20 ms, up to PATIENCE) until `condition` is true.
@@ -145,16 +150,14 @@ impl Browser {
             "new Promise((done) => {{ const t0 = Date.now(); const poll = () => {{ if ({condition}) done(true); else if (Date.now() - t0 > {ms}) done(false); else setTimeout(poll, 20); }}; poll(); }})"
         );
         let deadline = std::time::Instant::now() + PATIENCE;
-        let r = loop {
-            let params = json!({"expression": expression, "returnByValue": true, "awaitPromise": true});
-            match self.try_call("Runtime.evaluate", params) {
-                Ok(r) => break r,
+        let ok = loop {
+            match self.try_eval(&expression) {
+                Ok(value) => break value,
                 Err(e) if e.to_string().contains("Execution context was destroyed") && std::time::Instant::now() < deadline => continue,
                 Err(e) => panic!("Runtime.evaluate: {e}"),
             }
         };
-        assert!(r.get("exceptionDetails").is_none(), "{condition}: {r}");
-        assert_eq!(r["result"]["value"], json!(true), "the page never satisfied: {condition}");
+        assert_eq!(ok, json!(true), "the page never satisfied: {condition}");
     }
 }
 
