@@ -15,9 +15,9 @@ cd "$(dirname "$0")/.."
 python="${1:-python3}"
 tiny_steps="${2:-200}"
 small_steps="${3:-10}"
-cargo bench --bench train --no-run 2>/dev/null
-ours=$(ls -t target/release/deps/train-* 2>/dev/null | grep -v '\.d$' | head -1)
-[[ -x "$ours" ]] || { echo "no bench binary under target/release/deps" >&2; exit 1; }
+# The binary cargo just built (its "Executable" line), never an older one.
+ours=$(cargo bench --bench train --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
+[[ -x "$ours" ]] || { echo "building the train bench failed: run cargo bench --bench train --no-run" >&2; exit 1; }
 export TF_CPP_MIN_LOG_LEVEL=1
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for config in tiny small; do
