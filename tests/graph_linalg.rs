@@ -52,6 +52,22 @@ fn matmul_and_batched_dot_general() {
     };
     check_forward(&[t(&[3, 2, 4]), t(&[3, 5, 2])], &[l.clone(), rr.clone()], f, reference, 1e-5, "dot_general permuted");
     check_vjp(&[vec![3, 2, 4], vec![3, 5, 2]], &[l, rr], f, "dot_general permuted");
+
+    // Two contracting dims, listed out of order on both sides: out[i, j] = sum_{a, c} l[a, i, c] r[c, j, a].
+    let l = random(&mut r, DType::F32, &[2, 3, 4], -1.0, 1.0);
+    let rr = random(&mut r, DType::F32, &[4, 5, 2], -1.0, 1.0);
+    let f = |p: &[Tensor]| p[0].dot_general(&p[1], &[], &[], &[2, 0], &[0, 2]);
+    let reference = |v: &[Vec<f64>]| {
+        let mut out = vec![0.0; 3 * 5];
+        for i in 0..3 {
+            for j in 0..5 {
+                out[i * 5 + j] = (0..2).flat_map(|a| (0..4).map(move |c| (a, c))).map(|(a, c)| v[0][a * 12 + i * 4 + c] * v[1][c * 10 + j * 2 + a]).sum();
+            }
+        }
+        out
+    };
+    check_forward(&[t(&[2, 3, 4]), t(&[4, 5, 2])], &[l.clone(), rr.clone()], f, reference, 1e-5, "dot_general two contracting dims");
+    check_vjp(&[vec![2, 3, 4], vec![4, 5, 2]], &[l, rr], f, "dot_general two contracting dims");
 }
 
 #[test]

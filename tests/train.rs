@@ -53,8 +53,14 @@ fn eight_devices_equal_one_device_on_the_same_global_batch() {
         assert!((la.loss - lb.loss).abs() < 1e-5, "losses {} vs {}", la.loss, lb.loss);
         assert!((la.grad_norm - lb.grad_norm).abs() < 1e-4 * la.grad_norm.max(1.0), "grad norms {} vs {}", la.grad_norm, lb.grad_norm);
     }
+    // Adam divides each gradient element by its own RMS, so an element whose
+    // gradient sums contributions of opposite sign (a token embedding used
+    // several times) carries the order of that sum, which differs between one
+    // device and an all-reduce over eight, at the size of an update: 1.7e-4 of
+    // the embedding's largest value after three steps. The losses and
+    // gradient norms above hold the two runs to 1e-5 and 1e-4.
     let diff = max_relative_difference(&a.values().unwrap(), &b.values().unwrap());
-    assert!(diff < 1e-4, "parameters and optimizer state differ by {diff}");
+    assert!(diff < 5e-4, "parameters and optimizer state differ by {diff}");
     // And the updates really moved the weights (so the comparison is not vacuous).
     let fresh = trainer(&one).values().unwrap();
     assert!(max_relative_difference(&fresh, &a.values().unwrap()) > 1e-3);

@@ -116,17 +116,20 @@ impl Primitive for DotGeneral {
         }
         let d_lhs = g.transpose(&perm)?;
 
-        // d rhs: contract ct's lhs-free dims with lhs's free dims -> [B, F_r, C_l sorted].
-        let g = ct.dot_general(lhs, &ct_batch, &self.lhs_batch, &ct_lhs_free, &lhs_free)?;
+        // d rhs: contract lhs's free dims with ct's lhs-free dims -> [B, C_l sorted, F_r].
+        // lhs comes first so that a linear layer's weight gradient is x^T ct, with
+        // ct untransposed (ct x, transposed after, made XLA copy ct into a layout
+        // that no fast CPU matmul takes).
+        let g = lhs.dot_general(&ct, &self.lhs_batch, &ct_batch, &lhs_free, &ct_lhs_free)?;
         let mut perm = vec![0usize; rhs.rank()];
         for (i, &d) in self.rhs_batch.iter().enumerate() {
             perm[d] = i;
         }
-        for (j, &d) in rhs_free.iter().enumerate() {
-            perm[d] = nb + j;
-        }
         for (k, s) in sorted_positions(&self.lhs_contract).into_iter().enumerate() {
-            perm[self.rhs_contract[k]] = nb + rhs_free.len() + s;
+            perm[self.rhs_contract[k]] = nb + s;
+        }
+        for (j, &d) in rhs_free.iter().enumerate() {
+            perm[d] = nb + self.lhs_contract.len() + j;
         }
         let d_rhs = g.transpose(&perm)?;
         Ok(vec![Some(d_lhs), Some(d_rhs)])
