@@ -97,3 +97,29 @@ fn global_norm_clipping() {
     let out = prog.run(&[&HostTensor::new::<f32>(&[2], &[0.3, 0.0]).unwrap(), &HostTensor::new::<f32>(&[1], &[0.4]).unwrap()]).unwrap();
     assert_close(&out[0].to_f64_vec(), &[0.3, 0.0], 1e-5, "unclipped a");
 }
+
+/// Small gradients share one concatenated reduction and large ones (over 65536
+/// elements) are reduced alone; the norm covers both, in any dtype, and
+/// `max_norm` 0 passes the gradients through unchanged.
+#[test]
+fn global_norm_over_small_and_large_gradients() {
+    let mut r = rng(21);
+    let values = [
+        random(&mut r, DType::F32, &[3, 4], -1.0, 1.0),
+        random(&mut r, DType::F32, &[300, 300], -1.0, 1.0),
+        random(&mut r, DType::BF16, &[7], -1.0, 1.0),
+        random(&mut r, DType::F32, &[], -1.0, 1.0),
+    ];
+    let g = Graph::new("norm");
+    let params: Vec<_> = values.iter().enumerate().map(|(i, v)| g.param(&format!("g{i}"), v.dtype, &v.shape)).collect();
+    let (passed, norm) = clip_by_global_norm(&params, 0.0).unwrap();
+    let mut outs: Vec<&_> = passed.iter().collect();
+    outs.push(&norm);
+    let prog = compile(&g, &outs);
+    let out = prog.run(&values.iter().collect::<Vec<_>>()).unwrap();
+    let want = values.iter().flat_map(|v| v.to_f64_vec()).map(|x| x * x).sum::<f64>().sqrt();
+    assert_close(&out[4].to_f64_vec(), &[want], 1e-5, "global norm");
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(out[i].to_f64_vec(), v.to_f64_vec(), "gradient {i} passed through");
+    }
+}
