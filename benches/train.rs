@@ -6,6 +6,8 @@
 //!   DALLE_PEAK_TFLOPS=989 cargo bench --bench train -- mini --platform cuda --set train.dtype=bf16
 //!
 //!   cargo bench --bench train -- small --profile   # where the step's time goes (see train/profile.rs)
+//!   XLA_FLAGS="--xla_dump_to=DIR --xla_dump_hlo_as_text" cargo bench --bench train -- tiny --steps 2
+//!   python3 tools/hlo_kernels.py DIR --program train_step   # the kernels the compiled step launches
 //!
 //! `tools/jax_dallebart_bench.py` runs the same model and update in JAX for comparison.
 

@@ -56,7 +56,10 @@ fn tiny_clip_trained_on_shapes_picks_the_true_caption_among_ten() {
     let run = root.join("run");
     // One device keeps the test quick; the next test checks that the global
     // batch's similarity matrix over several devices trains identically.
-    let cfg = config(&train_dir, &run, &["train.steps=300", "train.devices=1", "train.log_every=50", "checkpoint.every_steps=null"]);
+    // At 300 steps the loss was still falling fast and retrieval sat at the
+    // threshold (87-90% depending on the order of floating-point sums);
+    // 500 steps reach 98%.
+    let cfg = config(&train_dir, &run, &["train.steps=500", "train.devices=1", "train.log_every=50", "checkpoint.every_steps=null"]);
     let client = client();
     let mut trainer = ClipTrainer::new(&client, cfg.clone()).unwrap();
     let yaml = serde_yaml::to_string(&cfg).unwrap();
