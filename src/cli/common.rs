@@ -17,18 +17,29 @@ pub struct DeviceArgs {
     /// Path of a PJRT plugin file (overrides DALLE_PJRT_PLUGIN and xla_ext/).
     #[arg(long)]
     pub plugin: Option<PathBuf>,
-    /// Number of virtual devices on CPU platforms (data-parallel replicas).
-    #[arg(long, default_value_t = 8)]
-    pub cpu_devices: usize,
+    /// Number of virtual devices on CPU platforms (data-parallel replicas);
+    /// default 8 (`dalle pipeline`: as many as its stages train on).
+    #[arg(long)]
+    pub cpu_devices: Option<usize>,
 }
+
+/// Virtual CPU devices when `--cpu-devices` is not given.
+pub const DEFAULT_CPU_DEVICES: usize = 8;
 
 impl DeviceArgs {
     pub fn client(&self) -> anyhow::Result<Client> {
+        self.client_or(DEFAULT_CPU_DEVICES)
+    }
+
+    /// The client, with `default_cpu_devices` virtual devices on CPU unless
+    /// `--cpu-devices` says otherwise.
+    pub fn client_or(&self, default_cpu_devices: usize) -> anyhow::Result<Client> {
+        let cpu_devices = self.cpu_devices.unwrap_or(default_cpu_devices);
         // Each virtual device costs start-up time and threads; thousands take minutes.
-        if self.platform.contains("cpu") && !(1..=MAX_CPU_DEVICES).contains(&self.cpu_devices) {
-            anyhow::bail!("--cpu-devices must be between 1 and {MAX_CPU_DEVICES}, got {}", self.cpu_devices);
+        if self.platform.contains("cpu") && !(1..=MAX_CPU_DEVICES).contains(&cpu_devices) {
+            anyhow::bail!("--cpu-devices must be between 1 and {MAX_CPU_DEVICES}, got {cpu_devices}");
         }
-        let options = if self.platform.contains("cpu") { ClientOptions::cpu_devices(self.cpu_devices) } else { ClientOptions::default() };
+        let options = if self.platform.contains("cpu") { ClientOptions::cpu_devices(cpu_devices) } else { ClientOptions::default() };
         let client = open_client(&self.platform, self.plugin.as_deref(), &options)
             .with_context(|| format!("opening the PJRT client for platform '{}'", self.platform))?;
         // DALLE_COMPILE_CACHE: a directory or `off`; default ~/.cache/dalle-xla/compile.

@@ -1,7 +1,7 @@
 //! `dalle pipeline`: the whole text-to-image recipe on the shapes world, in
 //! one resumable run directory, ending with a judged report.
 
-use super::common::DeviceArgs;
+use super::common::{DeviceArgs, DEFAULT_CPU_DEVICES};
 use super::training::StopHandling;
 use super::ExitStatus;
 use anyhow::Context;
@@ -38,7 +38,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
     let yaml = serde_yaml::to_string(&tree).context("serialising the pipeline config")?;
     let run = PipelineRun::open(&args.run, &yaml, restart)?;
     let stop = StopHandling::install(&config.vqgan.checkpoint)?;
-    let client = args.device.client()?;
+    let client = args.device.client_or(config.cpu_devices_used().unwrap_or(DEFAULT_CPU_DEVICES))?;
     tracing::info!("pipeline (preset {}) in {} on {} {} device(s)", config.preset, args.run.display(), client.device_count(), client.platform());
     let pipeline = Pipeline { config: &config, run: &run, client: &client, stop: &stop.signal };
     match pipeline.run(only)? {

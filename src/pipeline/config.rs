@@ -235,6 +235,18 @@ impl PipelineConfig {
         Ok((config, tree))
     }
 
+    /// The most devices a training stage uses, or `None` when one trains on
+    /// all of the client's (0). A CPU client needs no more virtual devices:
+    /// idle ones slowed the one-device VQGAN stage by a third.
+    pub fn cpu_devices_used(&self) -> Option<usize> {
+        let counts = [self.vqgan.train.devices, self.dallebart.train.devices, self.clip.train.devices];
+        if counts.contains(&0) {
+            None
+        } else {
+            counts.into_iter().max()
+        }
+    }
+
     /// Checks within and between sections; messages name the keys.
     pub fn validate(&self) -> Result<(), String> {
         self.vqgan.validate().map_err(|e| format!("vqgan.{e}"))?;
