@@ -265,6 +265,9 @@ fn shipped_pipeline_configs_load() {
     assert_eq!(set.dallebart.train.steps, 7);
     let err = PipelineConfig::load(&path, &["preset=huge".to_string()]).expect_err("unknown preset");
     assert!(err.to_string().contains("unknown preset 'huge'"), "{err}");
+    // A CPU client gets the devices the stages train on, all 8 when one trains on every device.
+    assert_eq!(default.cpu_devices_used(), Some(2));
+    assert_eq!(full.cpu_devices_used(), None, "the full preset trains the VQGAN on every device");
     // The hand-training config on the pipeline's encoded data.
     let (shapes, _) = dalle_xla::models::dallebart::TrainConfig::load(&root.join("configs/shapes.yaml"), &[]).expect("configs/shapes.yaml loads");
     assert_eq!(shapes.model, default.dallebart.model);
