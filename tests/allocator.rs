@@ -1,5 +1,6 @@
 //! The process allocator (src/lib.rs) also serves the PJRT plugin: the C
 //! `malloc` that a dynamically loaded library resolves is mimalloc's, not glibc's.
+#![cfg(target_os = "linux")]
 
 use std::ffi::CStr;
 
