@@ -2,8 +2,9 @@
 # GPU figures in one go, on a machine with an NVIDIA GPU and JAX's CUDA plugin:
 #   1. mini bf16 training step (AdamW): ours beside JAX on the same config and batch,
 #      with samples/s and MFU against the GPU's bf16 peak;
-#   2. mega's per-device memory (scanned, Adafactor, bf16) at two batch sizes, and the
-#      largest batch that fits, from PJRT's compiled memory statistics;
+#   2. mega's per-device memory (scanned, Adafactor, bf16) at two batch sizes, from PJRT's
+#      compiled memory statistics, against the memory the plugin allocates from; the
+#      largest batch that fits follows from the two (memory grows about linearly with it);
 #   3. the same mini step with Adafactor.
 #
 #   tools/gpu_bench.sh OUTDIR [SECONDS]
@@ -45,6 +46,9 @@ bench=$(ls -t target/release/deps/train-* 2>/dev/null | grep -v '\.d$' | head -n
 [[ -x $dalle && -n $bench ]] || { note "missing target/release/dalle or the train bench binary"; exit 2; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee -a "$summary"
+# The budget that mega's compiled step must fit: the CUDA plugin's allocator takes 75% of
+# the card by default (XLA's GPU allocator default), so 3/4 of its memory, in GiB.
+device_gib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -n 1 | awk '{print int($1 * 0.75 / 1024)}')
 python=${PYTHON:-python3}
 if [[ -z "${DALLE_PJRT_PLUGIN:-}" ]]; then
   DALLE_PJRT_PLUGIN=$($python - <<'EOF'
@@ -85,7 +89,7 @@ grep -E '^jax|Error' "$out/jax_mini_adamw.log" | tail -n 3 | tee -a "$summary"
 # 2. mega, scanned (per-layer remat), Adafactor, bf16: compiled memory per batch.
 for b in $mega_batches; do
   run_stage "mega_info_b$b" 150 "$dalle" info --platform cuda --config "configs/$mega.yaml" \
-    --set model.scan_layers=true --set train.batch_size="$b" --set train.devices=1 --device-memory-gib 79
+    --set model.scan_layers=true --set train.batch_size="$b" --set train.devices=1 --device-memory-gib "${device_gib:-59}"
   grep -iE 'total|fits|temporar|argument|error|compile' "$out/mega_info_b$b.log" | head -n 12 | tee -a "$summary"
 done
 
