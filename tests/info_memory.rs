@@ -15,8 +15,13 @@ fn cache_dir(name: &str) -> PathBuf {
 
 /// `dalle info ARGS` on one CPU device; (exit code, stdout + stderr).
 fn info(args: &[&str], cache: &str) -> (Option<i32>, String) {
+    info_on(1, args, cache)
+}
+
+/// `dalle info ARGS` on `devices` CPU devices.
+fn info_on(devices: usize, args: &[&str], cache: &str) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_dalle"))
-        .args(["info", "--cpu-devices", "1"])
+        .args(["info", "--cpu-devices", &devices.to_string()])
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("DALLE_COMPILE_CACHE", cache)
@@ -106,4 +111,31 @@ fn device_memory_decides_fits_and_bad_values_are_refused() {
     let (code, out) = info(&["--device-memory-gib", "8"], "off");
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("--device-memory-gib needs --config"), "{out}");
+}
+
+/// Shampoo sharded over 8 devices: what its step needs beyond Adafactor's
+/// (gathered statistics, preconditioners and gradient blocks, the inverse
+/// roots' iteration) must stay below what its own state adds. Gathering every
+/// parameter's matrices at once, or iterating on copies of all statistics,
+/// had made mega's temporaries three times its sharded state (29.9 GiB
+/// against 10.0 GiB per device).
+#[test]
+fn sharded_shampoo_needs_less_scratch_than_its_own_state() {
+    let step = |optimizer: &str| {
+        let kind = format!("optimizer.kind={optimizer}");
+        let mut args = vec!["--config", "configs/tiny.yaml", "--mesh", "data=8", "--set", &kind];
+        for s in ["optimizer.block_size=128", "optimizer.refresh_chunk_mib=0.25", "model.d_model=256", "model.encoder_ffn_dim=512", "model.decoder_ffn_dim=512", "train.batch_size=8"] {
+            args.extend(["--set", s]);
+        }
+        let (code, out) = info_on(8, &args, "off");
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("sharded over mesh"), "{out}");
+        (row(&out, "arguments"), row(&out, "temporaries"), out)
+    };
+    let (adafactor_args, adafactor_temps, adafactor) = step("adafactor");
+    let (shampoo_args, shampoo_temps, shampoo) = step("shampoo");
+    let state = shampoo_args - adafactor_args;
+    assert!(state > 4 * adafactor_args, "Shampoo's statistics and preconditioners dominate its arguments:\n{adafactor}\n{shampoo}");
+    let scratch = shampoo_temps - adafactor_temps;
+    assert!(scratch < state, "Shampoo adds {scratch} bytes of temporaries per device for {state} bytes of its own state:\n{adafactor}\n{shampoo}");
 }

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use dalle_xla::graph::{emit_module, Graph, ModuleOptions, Tensor};
 use dalle_xla::models::dallebart::{TrainConfig, Trainer};
-use dalle_xla::optim::{inverse_pth_root, inverse_pth_roots, Graft, Optimizer, OptimizerConfig, Shampoo, StepScalars};
+use dalle_xla::optim::{inverse_pth_root, inverse_pth_roots, inverse_pth_roots_in_chunks, Graft, Optimizer, OptimizerConfig, Shampoo, StepScalars};
 use dalle_xla::{DType, HostTensor};
 use std::collections::BTreeMap;
 
@@ -153,11 +153,12 @@ fn matches_optax_shampoo_step_by_step() {
 
 /// Trainers update all parameters in one program, where Shampoo stacks every
 /// parameter's statistics of one size into one inverse-root loop: the
-/// parameters' results must not mix.
+/// parameters' results must not mix. Here the refresh inverts one matrix at a
+/// time (the chunked path mega's memory needs).
 #[test]
 fn all_parameters_updated_together_match_optax_shampoo() {
     let (f, s) = fixture();
-    let opt = fixture_optimizer(&s);
+    let opt = Shampoo { refresh_chunk_bytes: 1, ..fixture_optimizer(&s) };
     let steps = s["steps"].as_u64().unwrap() as usize;
     let parameters = fixture_parameters(&f, steps);
     let inputs: Vec<(&HostTensor, &[HostTensor])> = parameters.iter().map(|(_, p0, grads)| (p0, grads.as_slice())).collect();
@@ -234,6 +235,44 @@ fn inverse_pth_root_of_random_spd_matrices() {
     }
 }
 
+/// The refresh inverts a stack a chunk at a time, padding the last chunk with
+/// identities: every matrix must get the root it gets in one whole-stack
+/// iteration, and the padding must not show.
+#[test]
+fn inverse_roots_in_chunks_equal_the_whole_stack() {
+    let mut r = rng(11);
+    let (n, k, p) = (6usize, 5usize, 4u32);
+    let mut stack = Vec::new();
+    for scale in [1.0, 30.0, 0.01, 5.0, 1000.0] {
+        let a = random(&mut r, DType::F32, &[n as i64, n as i64], -1.0, 1.0).to_f64_vec();
+        stack.extend((0..n * n).map(|i| scale * ((0..n).map(|j| a[i / n * n + j] * a[i % n * n + j]).sum::<f64>() + if i % (n + 1) == 0 { 0.5 } else { 0.0 })));
+    }
+    let shape = [k as i64, n as i64, n as i64];
+    let input = HostTensor::from_f64(DType::F32, &shape, &stack).unwrap();
+    let run = |chunk: Option<i64>| {
+        let g = Graph::new("roots");
+        let m = g.param("m", DType::F32, &shape);
+        let (roots, errors) = match chunk {
+            Some(c) => inverse_pth_roots_in_chunks(&m, p, 1e-6, 1, c).unwrap(),
+            None => inverse_pth_roots(&m, p, 1e-6).unwrap(),
+        };
+        let hlo = emit_module(&g, &[roots.clone(), errors.clone()], &ModuleOptions::default()).unwrap();
+        let out = compile(&g, &[&roots, &errors]).run(&[&input]).unwrap();
+        (out[0].to_f64_vec(), out[1].to_f64_vec(), hlo.matches("stablehlo.while").count())
+    };
+    let (whole, whole_errors, whole_loops) = run(None);
+    let (chunked, chunked_errors, chunked_loops) = run(Some(2));
+    assert_eq!(chunked.len(), whole.len(), "chunked roots have the stack's shape");
+    assert!(chunked_loops > whole_loops, "chunks of 2 of 5 matrices emitted no chunk loop ({chunked_loops} loops, {whole_loops} without chunks)");
+    assert!(whole_errors.iter().all(|&e| e < 1e-3), "whole-stack errors {whole_errors:?}");
+    for i in 0..k {
+        let at = i * n * n..(i + 1) * n * n;
+        assert_close(&chunked[at.clone()], &whole[at.clone()], 1e-6, &format!("root {i} in chunks against the whole stack"));
+        check_root(&stack[at.clone()], &chunked[at], n, p, &format!("chunked root {i}"));
+    }
+    assert_close(&chunked_errors, &whole_errors, 1e-6, "errors in chunks against the whole stack");
+}
+
 #[test]
 fn bad_shampoo_settings_are_refused_naming_the_key() {
     let shampoo = OptimizerConfig { kind: "shampoo".into(), ..OptimizerConfig::default() };
@@ -241,13 +280,14 @@ fn bad_shampoo_settings_are_refused_naming_the_key() {
     let built = shampoo.shampoo().unwrap();
     assert_eq!((built.block_size, built.preconditioning_compute_steps, built.start_preconditioning_step), (1024, 10, 101));
     assert_eq!(OptimizerConfig { preconditioning_compute_steps: 200, ..shampoo.clone() }.shampoo().unwrap().start_preconditioning_step, 201);
-    let cases: [(OptimizerConfig, &str); 6] = [
+    let cases: [(OptimizerConfig, &str); 7] = [
         (OptimizerConfig { block_size: 0, ..shampoo.clone() }, "optimizer.block_size"),
         (OptimizerConfig { preconditioning_compute_steps: 0, ..shampoo.clone() }, "optimizer.preconditioning_compute_steps"),
         (OptimizerConfig { start_preconditioning_step: Some(-1), ..shampoo.clone() }, "optimizer.start_preconditioning_step"),
         (OptimizerConfig { skip_preconditioning_dim_size_gt: -3, ..shampoo.clone() }, "optimizer.skip_preconditioning_dim_size_gt"),
         (OptimizerConfig { graft: "adagrad".into(), ..shampoo.clone() }, "optimizer.graft"),
         (OptimizerConfig { beta2: 1.5, ..shampoo.clone() }, "optimizer.beta2"),
+        (OptimizerConfig { refresh_chunk_mib: 0.0, ..shampoo.clone() }, "optimizer.refresh_chunk_mib"),
     ];
     for (config, key) in cases {
         let err = config.validate().unwrap_err();

@@ -16,7 +16,7 @@ pub use adafactor::Adafactor;
 pub use adamw::AdamW;
 pub use clip::clip_by_global_norm;
 pub use schedule::{Decay, Schedule};
-pub use shampoo::{inverse_pth_root, inverse_pth_roots, Graft, Shampoo};
+pub use shampoo::{inverse_pth_root, inverse_pth_roots, inverse_pth_roots_in_chunks, Graft, Shampoo};
 
 use crate::graph::{Result, Tensor, TensorType};
 use crate::HostTensor;
@@ -130,6 +130,11 @@ pub struct OptimizerConfig {
     /// Shampoo: Nesterov momentum.
     #[serde(default)]
     pub nesterov: bool,
+    /// Shampoo: MiB of statistics each device inverts at a time when it
+    /// refreshes the preconditioners. Lower bounds the refresh's memory; higher
+    /// batches more matrices per iteration.
+    #[serde(default = "default_refresh_chunk_mib")]
+    pub refresh_chunk_mib: f64,
 }
 
 fn default_kind() -> String {
@@ -158,6 +163,9 @@ fn default_preconditioning_compute_steps() -> i64 {
 }
 fn default_skip_dim() -> i64 {
     4096
+}
+fn default_refresh_chunk_mib() -> f64 {
+    64.0
 }
 fn default_graft() -> String {
     "rmsprop_normalized".into()
@@ -199,7 +207,11 @@ impl OptimizerConfig {
                 return Err(format!("optimizer.{key} must be in [0, 1], got {v}"));
             }
         }
+        if !(self.refresh_chunk_mib.is_finite() && self.refresh_chunk_mib > 0.0) {
+            return Err(format!("optimizer.refresh_chunk_mib must be positive, got {}", self.refresh_chunk_mib));
+        }
         Ok(Shampoo {
+            refresh_chunk_bytes: (self.refresh_chunk_mib * (1 << 20) as f64) as i64,
             beta1: self.beta1,
             beta2: self.beta2,
             weight_decay: self.weight_decay,

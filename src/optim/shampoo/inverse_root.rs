@@ -2,7 +2,7 @@
 //! iteration (Higham, Functions of Matrices, eq. 7.18), in f32, as the
 //! reference's `matrix_inverse_pth_root` with a relative ridge.
 
-use crate::graph::{while_loop, Function, Graph, Result, Tensor, TensorType};
+use crate::graph::{fori_loop, while_loop, Function, Graph, Result, Tensor, TensorType};
 use crate::DType;
 
 const MAX_ITERS: f64 = 100.0;
@@ -139,4 +139,45 @@ pub fn inverse_pth_roots(a: &Tensor, p: u32, ridge_epsilon: f64) -> Result<(Tens
     // Stopped because the error grew: the previous iterate is the better one.
     let converged = out[5].lt(&out[5].scalar_like(MAX_ERROR_RATIO))?;
     Ok((keep_done(&converged, &out[2], &out[3])?, error))
+}
+
+/// [`inverse_pth_roots`] of a stack [k, n, n], `chunk` matrices at a time,
+/// each chunk's roots written over its statistics in one buffer: beside its
+/// input, the refresh then holds one stack-sized buffer, and the iteration's
+/// temporaries (M, H, their powers) scale with a chunk rather than with the
+/// stack. On a mesh of `partitions` devices the matrices stay split by rows,
+/// as the optimizer state holds them: every device computes its rows of every
+/// product, and only a chunk is ever gathered whole.
+pub fn inverse_pth_roots_in_chunks(a: &Tensor, p: u32, ridge_epsilon: f64, partitions: usize, chunk: i64) -> Result<(Tensor, Tensor)> {
+    let (k, n) = (a.shape()[0], a.shape()[1]);
+    let parts = partitions.max(1) as i64;
+    let chunk = chunk.clamp(1, k.max(1));
+    let chunks = (k + chunk - 1) / chunk;
+    let by_rows = |t: Tensor| -> Result<Tensor> {
+        if parts == 1 || n % parts != 0 {
+            return Ok(t);
+        }
+        let before = "1,".repeat(t.rank() - 2);
+        t.with_sharding(&format!("{{devices=[{before}{parts},1]<=[{parts}]}}"))
+    };
+    if chunks <= 1 {
+        return inverse_pth_roots(&by_rows(a.clone())?, p, ridge_epsilon);
+    }
+    let g = a.graph();
+    let total = chunks * chunk;
+    // Identity matrices fill the last chunk: their roots converge at once.
+    let padded = if total > k { Tensor::concat(&[a, &eye(g, n)?.broadcast_to(&[total - k, n, n])?], 0)? } else { a.clone() };
+    let buffer = by_rows(padded.reshape(&[chunks, chunk, n, n])?)?;
+    let errors = g.zeros(DType::F32, &[chunks, chunk]);
+    let out = fori_loop(0, chunks, &[&buffer, &errors], |j, c| {
+        let zero = j.scalar_like(0.0);
+        let at = [j, &zero, &zero, &zero];
+        let stats = by_rows(c[0].dynamic_slice(&at, &[1, chunk, n, n])?.reshape(&[chunk, n, n])?)?;
+        let (roots, errs) = inverse_pth_roots(&stats, p, ridge_epsilon)?;
+        let roots = by_rows(roots.reshape(&[1, chunk, n, n])?)?;
+        Ok(vec![by_rows(c[0].dynamic_update_slice(&roots, &at)?)?, c[1].dynamic_update_slice(&errs.reshape(&[1, chunk])?, &at[..2])?])
+    })?;
+    let roots = out[0].reshape(&[total, n, n])?.slice(&[0, 0, 0], &[k, n, n], &[1, 1, 1])?;
+    let errors = out[1].reshape(&[total])?.slice(&[0], &[k], &[1])?;
+    Ok((roots, errors))
 }

@@ -23,12 +23,12 @@
 mod blocks;
 mod inverse_root;
 
-pub use inverse_root::{inverse_pth_root, inverse_pth_roots};
+pub use inverse_root::{inverse_pth_root, inverse_pth_roots, inverse_pth_roots_in_chunks};
 
 use std::collections::BTreeMap;
 
 use super::{Optimizer, StateInit, StateSpec, StepScalars};
-use crate::graph::{while_loop, Function, Result, Tensor, TensorType};
+use crate::graph::{optimization_barrier, while_loop, Function, Result, Tensor, TensorType};
 use crate::DType;
 use blocks::Blocks;
 
@@ -60,6 +60,10 @@ pub struct Shampoo {
     pub diagonal_epsilon: f64,
     /// A new preconditioner whose `max |Pᵖ·S - I|` reaches this is dropped.
     pub inverse_failure_threshold: f64,
+    /// Bytes of statistics each device inverts at a time when refreshing the
+    /// preconditioners: the refresh's working set is a few times this, rather
+    /// than a few times all statistics.
+    pub refresh_chunk_bytes: i64,
 }
 
 impl Default for Shampoo {
@@ -79,6 +83,7 @@ impl Default for Shampoo {
             matrix_epsilon: 1e-6,
             diagonal_epsilon: 1e-10,
             inverse_failure_threshold: 0.1,
+            refresh_chunk_bytes: 64 << 20,
         }
     }
 }
@@ -163,14 +168,11 @@ impl Shampoo {
             let mut fresh = prev.to_vec();
             for (&(size, root), members) in &groups {
                 let members_stats: Vec<&Tensor> = members.iter().map(|&k| &stats[k]).collect();
-                let mut stack = Tensor::concat(&members_stats, 0)?;
-                if partitions > 1 {
-                    // Each device iterates on its share of the matrices, as the
-                    // reference spreads the roots over its mesh, rather than
-                    // every device iterating on all of them.
-                    stack = stack.with_sharding(&format!("{{devices=[{partitions},1,1]<=[{partitions}]}}"))?;
-                }
-                let (roots, errors) = inverse_pth_roots(&stack, root, eps)?;
+                let stack = Tensor::concat(&members_stats, 0)?;
+                // A chunk at a time, so that the refresh's memory is bounded by
+                // a chunk rather than by all statistics.
+                let chunk = (self.refresh_chunk_bytes / (size * size * 4)).max(1);
+                let (roots, errors) = inverse_pth_roots_in_chunks(&stack, root, eps, partitions, chunk)?;
                 let mut at = 0;
                 for &k in members {
                     let count = stats[k].shape()[0];
@@ -281,7 +283,25 @@ impl Optimizer for Shampoo {
     fn update_all(&self, params: &[Tensor], grads: &[Tensor], states: &[Vec<Tensor>], s: &StepScalars) -> Result<Vec<(Tensor, Vec<Tensor>)>> {
         // The reference counts steps from 0.
         let step = s.count.cast(DType::F32)?.add_scalar(-1.0)?;
-        let pending = params.iter().zip(grads).zip(states).map(|((p, g), st)| self.step_one(p, g, st, s, &step)).collect::<Result<Vec<_>>>()?;
+        let mut pending: Vec<Pending> = Vec::with_capacity(params.len());
+        for ((p, g), st) in params.iter().zip(grads).zip(states) {
+            let q = match pending.last().filter(|_| s.partitions > 1) {
+                // Split over devices, a parameter's step gathers its statistics,
+                // preconditioners and gradient blocks whole. One parameter
+                // after another, only one parameter's gathered copies are live
+                // at a time, rather than as many as the scheduler overlaps.
+                Some(before) => {
+                    let mut inputs: Vec<&Tensor> = vec![p, g];
+                    inputs.extend(st);
+                    inputs.push(&before.new_param);
+                    inputs.extend(&before.stats);
+                    let fenced = optimization_barrier(&inputs)?;
+                    self.step_one(&fenced[0], &fenced[1], &fenced[2..2 + st.len()], s, &step)?
+                }
+                None => self.step_one(p, g, st, s, &step)?,
+            };
+            pending.push(q);
+        }
         let fresh = self.refresh(&step, &pending, s.partitions)?;
         Ok(pending
             .into_iter()
