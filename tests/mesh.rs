@@ -131,7 +131,7 @@ fn shampoo_state_shards_like_any_state() {
         let mut extra = shampoo.to_vec();
         let on_mesh = mesh(data, model);
         extra.push(&on_mesh);
-        // Each device inverts the 16x16 statistics five at a time, in
+        // The refresh inverts the 16x16 statistics five at a time, in
         // several chunks.
         extra.push("optimizer.refresh_chunk_mib=0.005");
         let mut sharded = trainer(tiny("shampoo", &extra));

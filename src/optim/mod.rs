@@ -130,9 +130,9 @@ pub struct OptimizerConfig {
     /// Shampoo: Nesterov momentum.
     #[serde(default)]
     pub nesterov: bool,
-    /// Shampoo: MiB of statistics each device inverts at a time when it
-    /// refreshes the preconditioners. Lower bounds the refresh's memory; higher
-    /// batches more matrices per iteration.
+    /// Shampoo: MiB of statistics the preconditioner refresh inverts at a
+    /// time. Lower bounds the refresh's memory; higher batches more matrices
+    /// per iteration.
     #[serde(default = "default_refresh_chunk_mib")]
     pub refresh_chunk_mib: f64,
 }

@@ -60,9 +60,8 @@ pub struct Shampoo {
     pub diagonal_epsilon: f64,
     /// A new preconditioner whose `max |Pᵖ·S - I|` reaches this is dropped.
     pub inverse_failure_threshold: f64,
-    /// Bytes of statistics each device inverts at a time when refreshing the
-    /// preconditioners: the refresh's working set is a few times this, rather
-    /// than a few times all statistics.
+    /// Bytes of statistics the preconditioner refresh inverts at a time: its
+    /// working set is a few times this, rather than a few times all statistics.
     pub refresh_chunk_bytes: i64,
 }
 
