@@ -35,7 +35,7 @@ fn assert_same_values(got: &Trainer, want: &Trainer, tol: f64, what: &str) {
 
 #[test]
 fn sharded_steps_equal_the_replicated_steps() {
-    for (optimizer, meshes) in [("adamw", &[(8, 1), (4, 2), (2, 4)][..]), ("adafactor", &[(2, 4)][..])] {
+    for (optimizer, meshes) in [("adamw", &[(8, 1), (4, 2), (2, 4)][..]), ("adafactor", &[(8, 1), (2, 4)][..])] {
         let mut replicated = trainer(tiny(optimizer, &[]));
         let losses: Vec<f64> = (0..3).map(|_| replicated.train_step().unwrap().loss).collect();
         for &(data, model) in meshes {
@@ -126,7 +126,7 @@ fn shampoo_state_shards_like_any_state() {
     let losses: Vec<f64> = (0..4).map(|_| replicated.train_step().unwrap().loss).collect();
     let want = replicated.values().unwrap();
     let full = replicated.elements_per_device().unwrap()[0];
-    for (data, model) in [(4, 2), (8, 1)] {
+    for (data, model) in [(4, 2), (8, 1), (2, 4)] {
         let what = format!("shampoo on mesh {{{data}, {model}}}");
         let mut extra = shampoo.to_vec();
         let on_mesh = mesh(data, model);
