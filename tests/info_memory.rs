@@ -139,3 +139,28 @@ fn sharded_shampoo_needs_less_scratch_than_its_own_state() {
     let scratch = shampoo_temps - adafactor_temps;
     assert!(scratch < state, "Shampoo adds {scratch} bytes of temporaries per device for {state} bytes of its own state:\n{adafactor}\n{shampoo}");
 }
+
+/// With gradient accumulation the step is two programs, and the optimizer
+/// state stays on the device while `accumulate` runs: the figure that decides
+/// whether a config fits counts it beside `accumulate`'s own memory.
+#[test]
+fn accumulation_counts_the_state_kept_beside_the_accumulate_program() {
+    let out = tiny(&["train.gradient_accumulation=2", "train.batch_size=16", "optimizer.kind=adamw"], &["--device-memory-gib", "16"], "off");
+    let block = |program: &str, name: &str| -> i64 {
+        let line = out
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(program))
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no '{name}' row for {program} in:\n{out}"));
+        line.trim_start()[name.len()..].split_whitespace().next().unwrap().replace(',', "").parse().unwrap()
+    };
+    let (accumulate, apply) = (block("accumulate", "total"), block("apply", "total"));
+    let kept_beside = block("apply", "arguments") - block("accumulate", "arguments");
+    // AdamW's two moments are twice the parameters: far more than the batch.
+    assert!(kept_beside > 0, "apply takes the optimizer state that accumulate does not:\n{out}");
+    let peak = block("accumulate", "peak per device");
+    assert!(peak >= accumulate + kept_beside && peak >= apply, "peak {peak} < accumulate {accumulate} + state kept beside it {kept_beside}, or < apply {apply}:\n{out}");
+    // The verdict is the peak's: `(needs 1.2 MiB)`.
+    let words: Vec<&str> = out.lines().find(|l| l.trim_start().starts_with("peak per device")).unwrap().split_whitespace().collect();
+    assert!(out.contains(&format!("fits in 16 GiB per device (needs {} {})", words[4], words[5])), "{out}");
+}

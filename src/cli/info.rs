@@ -134,8 +134,16 @@ fn training_step_memory(args: &InfoArgs, config: &TrainConfig) -> anyhow::Result
             for (p, s) in &stats {
                 print_stats(p, s);
             }
-            // Programs run one after another: the largest one decides.
-            stats.iter().map(|(_, s)| s.device_total().max(0) as u64).max().unwrap_or(0)
+            // Programs run one after another, each beside the buffers the
+            // others keep on the device: with gradient accumulation the
+            // optimizer state waits there while `accumulate` runs. The program
+            // taking the most arguments (`apply`) takes all of them.
+            let kept = stats.iter().map(|(_, s)| s.arguments).max().unwrap_or(0);
+            let peak = stats.iter().map(|(_, s)| s.device_total() + kept - s.arguments).max().unwrap_or(0).max(0);
+            if stats.len() > 1 {
+                println!("  peak per device    {:>12} {:>11}  the largest program plus the buffers the others keep", group_digits(peak), format_bytes(peak as u64));
+            }
+            peak as u64
         }
         Some(e) => {
             println!("  the PJRT plugin does not report compiled memory ({e});");
