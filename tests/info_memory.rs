@@ -33,11 +33,16 @@ fn info_on(devices: usize, args: &[&str], cache: &str) -> (Option<i32>, String) 
 
 /// The byte count of row `name` of the train_step block (`    total   1,234 ...`).
 fn row(out: &str, name: &str) -> i64 {
+    program_row(out, "train_step", name)
+}
+
+/// The byte count of the first row `name` after the block of `program`.
+fn program_row(out: &str, program: &str, name: &str) -> i64 {
     let line = out
         .lines()
-        .skip_while(|l| !l.trim_start().starts_with("train_step"))
+        .skip_while(|l| !l.trim_start().starts_with(program))
         .find(|l| l.trim_start().starts_with(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no '{name}' row in:\n{out}"));
+        .unwrap_or_else(|| panic!("no '{name}' row for {program} in:\n{out}"));
     line.trim_start()[name.len()..].split_whitespace().next().unwrap().replace(',', "").parse().unwrap()
 }
 
@@ -146,14 +151,7 @@ fn sharded_shampoo_needs_less_scratch_than_its_own_state() {
 #[test]
 fn accumulation_counts_the_state_kept_beside_the_accumulate_program() {
     let out = tiny(&["train.gradient_accumulation=2", "train.batch_size=16", "optimizer.kind=adamw"], &["--device-memory-gib", "16"], "off");
-    let block = |program: &str, name: &str| -> i64 {
-        let line = out
-            .lines()
-            .skip_while(|l| !l.trim_start().starts_with(program))
-            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no '{name}' row for {program} in:\n{out}"));
-        line.trim_start()[name.len()..].split_whitespace().next().unwrap().replace(',', "").parse().unwrap()
-    };
+    let block = |program: &str, name: &str| program_row(&out, program, name);
     let (accumulate, apply) = (block("accumulate", "total"), block("apply", "total"));
     let kept_beside = block("apply", "arguments") - block("accumulate", "arguments");
     // AdamW's two moments are twice the parameters: far more than the batch.
