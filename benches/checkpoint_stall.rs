@@ -131,7 +131,7 @@ fn small(client: &Client) {
         let t0 = Instant::now();
         let snapshot = trainer.snapshot().expect("snapshot");
         let copied = t0.elapsed();
-        let bytes = bytes_of(&snapshot.tensors);
+        let bytes: u64 = snapshot.tensors.iter().map(|(_, t)| t.byte_len() as u64).sum();
         manager.save(snapshot).expect("queue the save");
         let stall = t0.elapsed();
         if stall > worst.0 {
@@ -163,7 +163,7 @@ fn small(client: &Client) {
         100.0 * stall.as_secs_f64() / hidden_secs
     );
     let snapshot = trainer.snapshot().expect("snapshot");
-    both_backends("small", &snapshot);
+    both_backends("small", &snapshot.to_checkpoint());
 }
 
 /// `mini`'s parameters and Adafactor state as device buffers, without compiling.

@@ -6,8 +6,9 @@ mod support;
 
 use dalle_xla::checkpoint::{
     changed_config_keys, check_compatible, Checkpoint, CheckpointError, CheckpointManager, CheckpointMeta, MetadataWatcher,
-    MetadataWatcherConfig, RetentionPolicy, StopReason, StopSignal, WriteOptions, EXIT_PREEMPTED,
+    MetadataWatcherConfig, RetentionPolicy, Snapshot, StopReason, StopSignal, WriteOptions, EXIT_PREEMPTED,
 };
+use dalle_xla::host::BlockedTensor;
 use dalle_xla::graph::TensorType;
 use dalle_xla::storage::{self, block_on, Location, RetryPolicy};
 use dalle_xla::{DType, HostTensor};
@@ -130,6 +131,53 @@ fn round_trip(run: &Location) {
     assert_eq!(step_files.len(), report.files + 2, "{objects:?}");
     assert!(objects.contains(&"checkpoints/step_120/COMMIT".to_string()));
     assert!(objects.contains(&"checkpoints/step_120/metadata.json".to_string()));
+}
+
+/// `t` as the blocks of its last axis cut in two (whole when it cannot be),
+/// as two devices of a mesh would hold it.
+fn column_blocks(t: &HostTensor) -> BlockedTensor {
+    let Some(&cols) = t.shape.last() else { return BlockedTensor::whole(t.clone()) };
+    if cols < 2 || t.numel() == 0 {
+        return BlockedTensor::whole(t.clone());
+    }
+    let elem = t.dtype.size_in_bytes();
+    let rows = t.numel() / cols as usize;
+    let left = cols / 2;
+    let block = |from: i64, width: i64| {
+        let mut shape = t.shape.clone();
+        *shape.last_mut().unwrap() = width;
+        let mut data = Vec::new();
+        for r in 0..rows {
+            let start = (r * cols as usize + from as usize) * elem;
+            data.extend_from_slice(&t.data[start..start + width as usize * elem]);
+        }
+        let mut at = vec![0; t.shape.len()];
+        *at.last_mut().unwrap() = from;
+        (at, HostTensor { dtype: t.dtype, shape, data })
+    };
+    BlockedTensor::from_blocks(t.dtype, &t.shape, vec![block(left, cols - left), block(0, left)]).unwrap()
+}
+
+#[test]
+fn a_checkpoint_written_from_device_shards_is_the_one_written_whole() {
+    let whole = checkpoint(30, 5);
+    let sharded = Snapshot {
+        step: whole.step,
+        tensors: whole.tensors.iter().map(|(n, t)| (n.clone(), column_blocks(t))).collect(),
+        meta: whole.meta.clone(),
+    };
+    assert!(sharded.tensors.iter().filter(|(_, t)| format!("{t:?}").contains("2 block(s)")).count() >= 5, "most tensors are cut");
+    let fake = GcsFake::start();
+    for (label, options) in [("small files, multipart", small_files()), ("one file", WriteOptions { retry: RetryPolicy::fast(4), ..WriteOptions::default() })] {
+        let (a, b) = (fake.open("bucket", &unique("whole"), RetryPolicy::fast(4)), fake.open("bucket", &unique("sharded"), RetryPolicy::fast(4)));
+        let (ma, mb) = (CheckpointManager::open_with(&a, keep_all(), options.clone()).unwrap(), CheckpointManager::open_with(&b, keep_all(), options).unwrap());
+        save_and_wait(&ma, whole.clone());
+        mb.save(sharded.clone()).unwrap();
+        mb.wait().unwrap().expect("saved");
+        // The same files, byte for byte (their hashes and sizes are in the manifest).
+        assert_eq!(ma.manifest(30).unwrap().files, mb.manifest(30).unwrap().files, "{label}");
+        assert_eq!(mb.restore(30).unwrap(), whole, "{label}");
+    }
 }
 
 #[test]

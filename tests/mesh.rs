@@ -73,7 +73,7 @@ fn a_checkpoint_moves_between_meshes() {
     for _ in 0..2 {
         first.train_step().unwrap();
     }
-    let saved = first.snapshot().unwrap();
+    let saved = first.snapshot().unwrap().to_checkpoint();
     for (data, model) in [(2, 4)] {
         let mut moved = trainer(tiny("adamw", &[&mesh(data, model)]));
         moved.restore(&saved).unwrap();

@@ -11,7 +11,7 @@ use super::read::{self, StepListing};
 use super::retention::{self, RetentionPolicy};
 use super::shards::validate_tensors;
 use super::write::{self, WriteOptions, WriteOutcome};
-use super::{Checkpoint, CheckpointError, Manifest};
+use super::{Checkpoint, CheckpointError, Manifest, Snapshot};
 use crate::storage::{self, Location};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -50,7 +50,7 @@ pub struct RestoreReport {
 
 #[derive(Default)]
 struct State {
-    pending: Option<Checkpoint>,
+    pending: Option<Snapshot>,
     in_flight: Option<u64>,
     last: Option<Result<SaveReport, (u64, String)>>,
     failed_saves: u64,
@@ -104,7 +104,8 @@ impl CheckpointManager {
     /// Queues a checkpoint for writing and returns at once. Fails only on a
     /// malformed checkpoint (duplicate names, byte counts not matching shapes);
     /// storage failures are reported by [`Self::wait`] and [`Self::failed_saves`].
-    pub fn save(&self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+    pub fn save(&self, checkpoint: impl Into<Snapshot>) -> Result<(), CheckpointError> {
+        let checkpoint = checkpoint.into();
         validate_tensors(&checkpoint.tensors)?;
         let mut state = self.shared.lock();
         if state.shutdown {
@@ -270,7 +271,7 @@ fn worker_loop(shared: &Shared) {
     }
 }
 
-async fn save_and_prune(shared: &Shared, checkpoint: &Checkpoint) -> Result<SaveReport, CheckpointError> {
+async fn save_and_prune(shared: &Shared, checkpoint: &Snapshot) -> Result<SaveReport, CheckpointError> {
     let start = Instant::now();
     let outcome = write::write_step(&shared.run, checkpoint, &shared.options).await?;
     let (files, bytes, already_committed) = match outcome {

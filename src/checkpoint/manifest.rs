@@ -56,7 +56,11 @@ pub fn code_version() -> String {
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
+    hex_digest(Sha256::digest(bytes))
+}
+
+/// A finished SHA-256 as lower-case hex.
+pub(crate) fn hex_digest(digest: impl IntoIterator<Item = u8>) -> String {
     let mut out = String::with_capacity(64);
     for b in digest {
         out.push_str(&format!("{b:02x}"));

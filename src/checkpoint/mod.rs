@@ -42,16 +42,37 @@ pub use retention::RetentionPolicy;
 pub use schedule::SaveSchedule;
 pub use write::WriteOptions;
 
-use crate::host::HostTensor;
+use crate::host::{BlockedTensor, HostTensor};
 
-/// Everything needed to continue a run exactly where it stopped.
+/// Everything needed to continue a run exactly where it stopped: as read
+/// back, each tensor whole.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Checkpoint {
+pub struct Checkpoint<T = HostTensor> {
     /// Number of updates applied so far.
     pub step: u64,
     /// Parameters and optimizer state, in the order the trainer lists them.
-    pub tensors: Vec<(String, HostTensor)>,
+    pub tensors: Vec<(String, T)>,
     pub meta: CheckpointMeta,
+}
+
+/// A checkpoint as a trainer hands it to the writer: each tensor as the
+/// distinct shards its devices hold, written into the files' byte order from
+/// them (the files are the same whatever the mesh).
+pub type Snapshot = Checkpoint<BlockedTensor>;
+
+impl From<Checkpoint> for Snapshot {
+    fn from(c: Checkpoint) -> Snapshot {
+        let tensors = c.tensors.into_iter().map(|(n, t)| (n, BlockedTensor::whole(t))).collect();
+        Snapshot { step: c.step, tensors, meta: c.meta }
+    }
+}
+
+impl Snapshot {
+    /// Every tensor put together whole, as a restore reads them back.
+    pub fn to_checkpoint(&self) -> Checkpoint {
+        let tensors = self.tensors.iter().map(|(n, t)| (n.clone(), t.to_whole())).collect();
+        Checkpoint { step: self.step, tensors, meta: self.meta.clone() }
+    }
 }
 
 /// The run state that is not a tensor.

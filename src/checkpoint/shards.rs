@@ -2,9 +2,8 @@
 
 use super::CheckpointError;
 use crate::dtype::DType;
-use crate::host::HostTensor;
-use safetensors::tensor::{Dtype as StDtype, SafeTensors, View};
-use std::borrow::Cow;
+use crate::host::{BlockedTensor, HostTensor};
+use safetensors::tensor::{Dtype as StDtype, Metadata, SafeTensors, TensorInfo};
 use std::collections::HashSet;
 
 fn to_safetensors_dtype(dtype: DType) -> StDtype {
@@ -36,30 +35,9 @@ fn from_safetensors_dtype(dtype: StDtype) -> Option<DType> {
     })
 }
 
-/// A host tensor seen through safetensors' `View` without copying it.
-struct TensorView<'a> {
-    tensor: &'a HostTensor,
-    shape: Vec<usize>,
-}
-
-impl View for TensorView<'_> {
-    fn dtype(&self) -> StDtype {
-        to_safetensors_dtype(self.tensor.dtype)
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.tensor.data)
-    }
-    fn data_len(&self) -> usize {
-        self.tensor.data.len()
-    }
-}
-
 /// Checks what a trainer hands over before anything is written: names unique
 /// and non-empty, dimensions non-negative, byte counts matching the shapes.
-pub fn validate_tensors(tensors: &[(String, HostTensor)]) -> Result<(), CheckpointError> {
+pub fn validate_tensors(tensors: &[(String, BlockedTensor)]) -> Result<(), CheckpointError> {
     let mut seen = HashSet::new();
     for (name, t) in tensors {
         if name.is_empty() {
@@ -71,13 +49,13 @@ pub fn validate_tensors(tensors: &[(String, HostTensor)]) -> Result<(), Checkpoi
         if t.shape.iter().any(|d| *d < 0) {
             return Err(CheckpointError::Invalid(format!("checkpoint tensor '{name}' has a negative dimension in {:?}", t.shape)));
         }
-        let want = t.numel() * t.dtype.size_in_bytes();
-        if t.data.len() != want {
+        let want = t.byte_len();
+        if t.stored_bytes() != want {
             return Err(CheckpointError::Invalid(format!(
                 "checkpoint tensor '{name}' ({} {:?}) holds {} bytes, expected {want}",
                 t.dtype,
                 t.shape,
-                t.data.len()
+                t.stored_bytes()
             )));
         }
     }
@@ -86,12 +64,12 @@ pub fn validate_tensors(tensors: &[(String, HostTensor)]) -> Result<(), Checkpoi
 
 /// Groups tensors, in order, into shards of at most `max_bytes` of tensor data.
 /// A tensor bigger than the limit gets a shard of its own (tensors are never split).
-pub fn plan_shards(tensors: &[(String, HostTensor)], max_bytes: u64) -> Vec<Vec<usize>> {
+pub fn plan_shards(tensors: &[(String, BlockedTensor)], max_bytes: u64) -> Vec<Vec<usize>> {
     let mut shards: Vec<Vec<usize>> = Vec::new();
     let mut current: Vec<usize> = Vec::new();
     let mut current_bytes = 0u64;
     for (i, (_, t)) in tensors.iter().enumerate() {
-        let bytes = t.data.len() as u64;
+        let bytes = t.byte_len() as u64;
         if !current.is_empty() && current_bytes + bytes > max_bytes {
             shards.push(std::mem::take(&mut current));
             current_bytes = 0;
@@ -106,14 +84,78 @@ pub fn plan_shards(tensors: &[(String, HostTensor)], max_bytes: u64) -> Vec<Vec<
     shards
 }
 
-/// One safetensors file holding the tensors at `indices`.
-pub fn encode_shard(tensors: &[(String, HostTensor)], indices: &[usize]) -> Result<Vec<u8>, CheckpointError> {
-    let views = indices.iter().map(|&i| {
-        let (name, tensor) = &tensors[i];
-        let shape = tensor.shape.iter().map(|d| *d as usize).collect();
-        (name.as_str(), TensorView { tensor, shape })
-    });
-    safetensors::serialize(views, None).map_err(|e| CheckpointError::Invalid(format!("cannot encode a safetensors file: {e}")))
+/// One safetensors file of some of a checkpoint's tensors, read piece by
+/// piece from their blocks: the file is never held whole in memory. Its bytes
+/// are those `safetensors::serialize` writes for the same tensors (the same
+/// order: by dtype alignment, then name).
+pub struct ShardFile<'a> {
+    /// The length prefix and the JSON header, padded to 8 bytes.
+    head: Vec<u8>,
+    /// Each tensor with the offset of its data in the file.
+    tensors: Vec<(usize, &'a BlockedTensor)>,
+    len: usize,
+}
+
+impl<'a> ShardFile<'a> {
+    pub fn new(tensors: &'a [(String, BlockedTensor)], indices: &[usize]) -> Result<ShardFile<'a>, CheckpointError> {
+        let mut order: Vec<&(String, BlockedTensor)> = indices.iter().map(|&i| &tensors[i]).collect();
+        order.sort_by(|(a, x), (b, y)| to_safetensors_dtype(y.dtype).cmp(&to_safetensors_dtype(x.dtype)).then(a.cmp(b)));
+        let mut infos = Vec::with_capacity(order.len());
+        let mut offset = 0;
+        for (name, t) in &order {
+            let shape = t.shape.iter().map(|d| *d as usize).collect();
+            infos.push((name.clone(), TensorInfo { dtype: to_safetensors_dtype(t.dtype), shape, data_offsets: (offset, offset + t.byte_len()) }));
+            offset += t.byte_len();
+        }
+        let invalid = |e: String| CheckpointError::Invalid(format!("cannot encode a safetensors header: {e}"));
+        let metadata = Metadata::new(None, infos).map_err(|e| invalid(e.to_string()))?;
+        let mut header = serde_json::to_vec(&metadata).map_err(|e| invalid(e.to_string()))?;
+        header.resize(header.len().next_multiple_of(8), b' ');
+        let mut head = (header.len() as u64).to_le_bytes().to_vec();
+        head.extend(header);
+        let mut at = head.len();
+        let tensors = order
+            .into_iter()
+            .map(|(_, t)| {
+                at += t.byte_len();
+                (at - t.byte_len(), t)
+            })
+            .collect();
+        Ok(ShardFile { len: head.len() + offset, head, tensors })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies the file's bytes from `offset` on into `out`.
+    pub fn read_at(&self, offset: usize, out: &mut [u8]) {
+        let end = offset + out.len();
+        assert!(end <= self.len, "reading past the end of a checkpoint file");
+        let mut filled = 0;
+        if offset < self.head.len() {
+            let n = (self.head.len() - offset).min(out.len());
+            out[..n].copy_from_slice(&self.head[offset..offset + n]);
+            filled = n;
+        }
+        let first = self.tensors.partition_point(|(start, t)| start + t.byte_len() <= offset + filled);
+        for (start, t) in &self.tensors[first..] {
+            if filled == out.len() {
+                break;
+            }
+            let at = offset + filled;
+            let n = (start + t.byte_len() - at).min(out.len() - filled);
+            t.read_at(at - start, &mut out[filled..filled + n]);
+            filled += n;
+        }
+    }
+
+    /// The bytes from `offset` to `offset + len`.
+    pub fn bytes(&self, offset: usize, len: usize) -> Vec<u8> {
+        let mut out = vec![0; len];
+        self.read_at(offset, &mut out);
+        out
+    }
 }
 
 /// Every tensor of a safetensors file.
@@ -132,8 +174,8 @@ pub fn decode_shard(bytes: &[u8]) -> Result<Vec<(String, HostTensor)>, String> {
 mod tests {
     use super::*;
 
-    fn t(bytes: usize) -> HostTensor {
-        HostTensor { dtype: DType::U8, shape: vec![bytes as i64], data: vec![1; bytes] }
+    fn t(bytes: usize) -> BlockedTensor {
+        BlockedTensor::whole(HostTensor { dtype: DType::U8, shape: vec![bytes as i64], data: vec![1; bytes] })
     }
 
     #[test]
@@ -147,10 +189,55 @@ mod tests {
 
     #[test]
     fn validation_names_the_bad_tensor() {
-        let bad = HostTensor { dtype: DType::F32, shape: vec![2], data: vec![0; 7] };
+        let bad = BlockedTensor::whole(HostTensor { dtype: DType::F32, shape: vec![2], data: vec![0; 7] });
         let err = validate_tensors(&[("w".into(), bad)]).unwrap_err().to_string();
         assert!(err.contains("'w'") && err.contains("7 bytes") && err.contains("expected 8"), "{err}");
         let dup = validate_tensors(&[("a".into(), t(1)), ("a".into(), t(1))]).unwrap_err().to_string();
         assert!(dup.contains("'a' appears twice"), "{dup}");
+    }
+
+    #[test]
+    fn a_file_read_in_pieces_from_blocks_is_what_safetensors_writes() {
+        let a = HostTensor::new::<f32>(&[4, 3], &(0..12).map(|v| v as f32 * 0.5).collect::<Vec<_>>()).unwrap();
+        let b = HostTensor::new::<i64>(&[5], &[7, -1, 3, 9, 2]).unwrap();
+        let c = HostTensor::new::<u8>(&[3], &[1, 2, 3]).unwrap();
+        let halves = |t: &HostTensor| {
+            let rows = t.split_rows(2).unwrap();
+            let blocks = rows.into_iter().enumerate().map(|(k, r)| (vec![k as i64 * 2, 0], r)).collect();
+            BlockedTensor::from_blocks(t.dtype, &t.shape, blocks).unwrap()
+        };
+        let tensors = vec![("z.a".to_string(), halves(&a)), ("b".to_string(), BlockedTensor::whole(b.clone())), ("c".to_string(), BlockedTensor::whole(c.clone()))];
+        let file = ShardFile::new(&tensors, &[0, 1, 2]).unwrap();
+        let expected = safetensors::serialize([("z.a", &a), ("b", &b), ("c", &c)].map(|(n, t)| (n, WholeView(t, t.shape.iter().map(|d| *d as usize).collect()))), None).unwrap();
+        assert_eq!(file.len(), expected.len());
+        assert_eq!(file.bytes(0, file.len()), expected);
+        // Pieces that cut the header, tensors and the boundaries between them.
+        for piece in [1, 5, 13, 64] {
+            let mut joined = Vec::new();
+            for start in (0..file.len()).step_by(piece) {
+                joined.extend(file.bytes(start, piece.min(file.len() - start)));
+            }
+            assert_eq!(joined, expected, "pieces of {piece} bytes");
+        }
+        let back = decode_shard(&expected).unwrap();
+        assert_eq!(back.iter().find(|(n, _)| n == "z.a").map(|(_, t)| t), Some(&a));
+    }
+
+    /// A whole tensor as safetensors' own writer takes it.
+    struct WholeView<'a>(&'a HostTensor, Vec<usize>);
+
+    impl safetensors::View for WholeView<'_> {
+        fn dtype(&self) -> StDtype {
+            to_safetensors_dtype(self.0.dtype)
+        }
+        fn shape(&self) -> &[usize] {
+            &self.1
+        }
+        fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+            std::borrow::Cow::Borrowed(&self.0.data)
+        }
+        fn data_len(&self) -> usize {
+            self.0.data.len()
+        }
     }
 }

@@ -1,15 +1,16 @@
 //! Writing one step: tensor files, then `metadata.json`, then the create-only `COMMIT`.
 
 use super::layout::{shard_file_name, step_location, COMMIT_FILE, METADATA_FILE};
-use super::manifest::{code_version, sha256_hex, FileEntry, Manifest, TensorEntry, FORMAT_VERSION};
-use super::shards::{encode_shard, plan_shards};
-use super::{read, retention, Checkpoint, CheckpointError};
+use super::manifest::{code_version, hex_digest, sha256_hex, FileEntry, Manifest, TensorEntry, FORMAT_VERSION};
+use super::shards::{plan_shards, ShardFile};
+use super::{read, retention, CheckpointError, Snapshot};
 use crate::storage::retry::retrying;
 use crate::storage::{Location, RetryPolicy};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,7 +21,8 @@ pub struct WriteOptions {
     /// gets a file of its own).
     pub max_file_bytes: u64,
     /// Files larger than this are uploaded in parts of this size, a few at a
-    /// time, so a failure costs one part rather than the whole file.
+    /// time, so a failure costs one part rather than the whole file; the parts
+    /// in flight are all of a file the writer holds in memory.
     pub part_bytes: usize,
     /// Retries around each whole-object operation.
     pub retry: RetryPolicy,
@@ -55,7 +57,8 @@ pub(crate) enum WriteOutcome {
 
 /// Writes `ckpt` as step `ckpt.step` of the run. A committed step of that
 /// number that verifies is left alone; one that does not is deleted first.
-pub(crate) async fn write_step(run: &Location, ckpt: &Checkpoint, opts: &WriteOptions) -> Result<WriteOutcome, CheckpointError> {
+/// Each file is read out of the tensors' blocks part by part as it uploads.
+pub(crate) async fn write_step(run: &Location, ckpt: &Snapshot, opts: &WriteOptions) -> Result<WriteOutcome, CheckpointError> {
     let step = ckpt.step;
     let dir = step_location(run, step);
     let store = &dir.store;
@@ -78,12 +81,12 @@ pub(crate) async fn write_step(run: &Location, ckpt: &Checkpoint, opts: &WriteOp
     let mut total = 0u64;
     for (index, indices) in plan.iter().enumerate() {
         let name = shard_file_name(index, plan.len());
-        let bytes = Bytes::from(encode_shard(&ckpt.tensors, indices)?);
-        let entry = FileEntry { name: name.clone(), bytes: bytes.len() as u64, sha256: sha256_hex(&bytes) };
-        total += entry.bytes;
-        upload(store, &dir.child(&name), bytes, opts)
+        let file = ShardFile::new(&ckpt.tensors, indices)?;
+        let sha256 = upload(store, &dir.child(&name), Body::File(&file), opts)
             .await
             .map_err(|e| CheckpointError::store(&dir.url, format!("writing {name}"), e))?;
+        let entry = FileEntry { name: name.clone(), bytes: file.len() as u64, sha256 };
+        total += entry.bytes;
         files.push(entry);
         for &i in indices {
             let (tensor_name, t) = &ckpt.tensors[i];
@@ -112,7 +115,7 @@ pub(crate) async fn write_step(run: &Location, ckpt: &Checkpoint, opts: &WriteOp
     );
     let commit_body = sha256_hex(&manifest_bytes);
     total += manifest_bytes.len() as u64;
-    upload(store, &dir.child(METADATA_FILE), manifest_bytes, opts)
+    upload(store, &dir.child(METADATA_FILE), Body::Bytes(manifest_bytes), opts)
         .await
         .map_err(|e| CheckpointError::store(&dir.url, format!("writing {METADATA_FILE}"), e))?;
     commit(&dir, &commit_body, &opts.retry).await?;
@@ -148,26 +151,59 @@ async fn commit(dir: &Location, body: &str, retry: &RetryPolicy) -> Result<(), C
     }
 }
 
-/// Writes one object, in parts when it is large, retrying the whole upload.
-async fn upload(store: &Arc<dyn ObjectStore>, path: &ObjectPath, data: Bytes, opts: &WriteOptions) -> Result<(), object_store::Error> {
-    let what = format!("uploading {path}");
-    if data.len() <= opts.part_bytes {
-        retrying(&opts.retry, &what, || store.put_opts(path, PutPayload::from(data.clone()), PutOptions::default())).await?;
-    } else {
-        retrying(&opts.retry, &what, || upload_parts(store, path, data.clone(), opts.part_bytes)).await?;
-    }
-    Ok(())
+/// What an upload sends: bytes in memory, or a checkpoint file read out of
+/// its tensors as it goes.
+enum Body<'a> {
+    Bytes(Bytes),
+    File(&'a ShardFile<'a>),
 }
 
-async fn upload_parts(store: &Arc<dyn ObjectStore>, path: &ObjectPath, data: Bytes, part_bytes: usize) -> Result<(), object_store::Error> {
+impl Body<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Body::Bytes(b) => b.len(),
+            Body::File(f) => f.len(),
+        }
+    }
+
+    fn slice(&self, start: usize, len: usize) -> Bytes {
+        match self {
+            Body::Bytes(b) => b.slice(start..start + len),
+            Body::File(f) => Bytes::from(f.bytes(start, len)),
+        }
+    }
+}
+
+/// Writes one object, in parts when it is large, retrying the whole upload;
+/// returns the SHA-256 of what it wrote.
+async fn upload(store: &Arc<dyn ObjectStore>, path: &ObjectPath, body: Body<'_>, opts: &WriteOptions) -> Result<String, object_store::Error> {
+    let what = format!("uploading {path}");
+    if body.len() <= opts.part_bytes {
+        let data = body.slice(0, body.len());
+        retrying(&opts.retry, &what, || store.put_opts(path, PutPayload::from(data.clone()), PutOptions::default())).await?;
+        Ok(sha256_hex(&data))
+    } else {
+        retrying(&opts.retry, &what, || upload_parts(store, path, &body, opts.part_bytes)).await
+    }
+}
+
+/// One multipart upload whose parts are taken from `body` only as they are
+/// sent, so at most `PARTS_IN_FLIGHT` parts of a file are in memory at once.
+async fn upload_parts(store: &Arc<dyn ObjectStore>, path: &ObjectPath, body: &Body<'_>, part_bytes: usize) -> Result<String, object_store::Error> {
     let mut upload = store.put_multipart(path).await?;
-    let parts: Vec<_> = (0..data.len())
-        .step_by(part_bytes)
-        .map(|start| upload.put_part(PutPayload::from(data.slice(start..(start + part_bytes).min(data.len())))))
-        .collect();
-    let sent = futures::stream::iter(parts).buffer_unordered(PARTS_IN_FLIGHT).try_collect::<Vec<()>>().await;
+    let mut hasher = Sha256::new();
+    // The stream takes parts in order, so the hash sees the bytes in order.
+    let parts = futures::stream::iter((0..body.len()).step_by(part_bytes)).map(|start| {
+        let part = body.slice(start, part_bytes.min(body.len() - start));
+        hasher.update(&part);
+        upload.put_part(PutPayload::from(part))
+    });
+    let sent = parts.buffer_unordered(PARTS_IN_FLIGHT).try_collect::<Vec<()>>().await;
     match sent {
-        Ok(_) => upload.complete().await.map(|_| ()),
+        Ok(_) => {
+            upload.complete().await?;
+            Ok(hex_digest(hasher.finalize()))
+        }
         Err(e) => {
             if let Err(abort) = upload.abort().await {
                 tracing::warn!("could not abort the failed upload of {path}: {abort}");

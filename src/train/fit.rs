@@ -5,7 +5,7 @@
 use super::config::LoopConfig;
 use super::metrics::StepMetrics;
 use super::run_dir::RunDir;
-use crate::checkpoint::{Checkpoint, CheckpointConfig, StopReason, StopSignal};
+use crate::checkpoint::{Checkpoint, CheckpointConfig, Snapshot, StopReason, StopSignal};
 use crate::error::{Error, Result};
 use crate::graph::TensorType;
 use std::collections::BTreeMap;
@@ -31,7 +31,7 @@ pub trait Trainable {
     /// Loss on the validation set; `None` when there is none.
     fn evaluate(&mut self) -> Result<Option<f64>>;
     /// Tensors and run state to save (config and wall time are filled in by the loop).
-    fn snapshot(&self) -> Result<Checkpoint>;
+    fn snapshot(&self) -> Result<Snapshot>;
     /// Continues from a checkpoint (its tensors were checked against [`Self::tensor_types`]).
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()>;
     /// Names and types of the tensors a checkpoint of this model holds.

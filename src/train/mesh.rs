@@ -15,7 +15,7 @@
 //! together on download, so checkpoints hold whole tensors whatever the
 //! mesh, and a run saved on one mesh resumes on another.
 
-use crate::host::{numel, HostTensor};
+use crate::host::{block_runs, HostTensor};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,24 +182,24 @@ impl Placement {
         let shape = self.shard_shape(&full.shape, mesh);
         let start = self.block_start(&shape, mesh, d);
         let mut out = HostTensor::zeros(full.dtype, &shape);
-        for (at_full, at_part, len) in runs(&full.shape, &shape, &start, full.dtype.size_in_bytes()) {
+        for (at_full, at_part, len) in block_runs(&full.shape, &shape, &start, full.dtype.size_in_bytes()) {
             out.data[at_part..at_part + len].copy_from_slice(&full.data[at_full..at_full + len]);
         }
         out
     }
 
-    /// The whole tensor of `shape` from the shards of all devices (`shards[d]`).
-    pub fn unshard(&self, shards: &[HostTensor], shape: &[i64], mesh: &Mesh) -> HostTensor {
-        let dtype = shards[0].dtype;
-        let mut full = HostTensor::zeros(dtype, shape);
+    /// The devices that together hold one copy of a tensor of `shape` (the
+    /// first device holding each block), with where their blocks start.
+    pub fn block_holders(&self, shape: &[i64], mesh: &Mesh) -> Vec<(usize, Vec<i64>)> {
         let block = self.shard_shape(shape, mesh);
-        for (d, s) in shards.iter().enumerate() {
+        let mut holders: Vec<(usize, Vec<i64>)> = Vec::new();
+        for d in 0..mesh.devices() {
             let start = self.block_start(&block, mesh, d);
-            for (at_full, at_part, len) in runs(shape, &block, &start, dtype.size_in_bytes()) {
-                full.data[at_full..at_full + len].copy_from_slice(&s.data[at_part..at_part + len]);
+            if !holders.iter().any(|(_, seen)| *seen == start) {
+                holders.push((d, start));
             }
         }
-        full
+        holders
     }
 }
 
@@ -209,30 +209,3 @@ fn largest_divisible(shape: &[i64], n: usize, free: impl Fn(usize) -> bool) -> O
     (0..shape.len()).filter(|&k| free(k) && shape[k] % n as i64 == 0).max_by_key(|&k| (shape[k], usize::MAX - k))
 }
 
-/// Row-major strides (in elements) of `shape`.
-fn strides(shape: &[i64]) -> Vec<usize> {
-    let mut s = vec![1usize; shape.len()];
-    for k in (0..shape.len().saturating_sub(1)).rev() {
-        s[k] = s[k + 1] * shape[k + 1] as usize;
-    }
-    s
-}
-
-/// The contiguous runs of the block of `block` shape at `start` inside a
-/// tensor of `shape`: (byte offset in the tensor, byte offset in the block,
-/// bytes), one per row of the last dimension.
-fn runs(shape: &[i64], block: &[i64], start: &[i64], elem: usize) -> Vec<(usize, usize, usize)> {
-    let Some(last) = shape.len().checked_sub(1) else { return vec![(0, 0, elem)] };
-    let (full_strides, block_strides) = (strides(shape), strides(block));
-    let len = block[last] as usize * elem;
-    (0..numel(&block[..last]))
-        .map(|r| {
-            let mut at = start[last] as usize;
-            for k in 0..last {
-                let c = (r * block[last] as usize / block_strides[k]) % block[k] as usize;
-                at += (c + start[k] as usize) * full_strides[k];
-            }
-            (at * elem, r * len, len)
-        })
-        .collect()
-}

@@ -9,7 +9,7 @@ use super::steps::{ClipSetup, ClipSteps, EVAL_STATS, TRAIN_STATS};
 use super::tokenizer::train_clip_tokenizer;
 use super::train_config::ClipTrainConfig;
 use super::{Clip, ClipTokenizer, Preprocessor};
-use crate::checkpoint::{Checkpoint, CheckpointMeta};
+use crate::checkpoint::{Checkpoint, CheckpointMeta, Snapshot};
 use crate::data::images::{ImageBatch, ImageIndex, ImageLoader, LoaderOptions, SkipReport};
 use crate::error::{Error, Result};
 use crate::graph::TensorType;
@@ -280,7 +280,7 @@ impl Trainable for ClipTrainer {
         Ok(Some(total / self.eval_data.len() as f64))
     }
 
-    fn snapshot(&self) -> Result<Checkpoint> {
+    fn snapshot(&self) -> Result<Snapshot> {
         let names = self.steps.layout.names();
         let tensors = names.into_iter().zip(&self.state[0]).map(|(n, b)| Ok((n, download(b)?))).collect::<Result<Vec<_>>>()?;
         Ok(Checkpoint {
@@ -292,7 +292,8 @@ impl Trainable for ClipTrainer {
                 rng: serde_json::json!({ "seed": self.config.train.seed }),
                 ..Default::default()
             },
-        })
+        }
+        .into())
     }
 
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {

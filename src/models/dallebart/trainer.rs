@@ -5,11 +5,11 @@
 use super::steps::{compile_step_programs, StepLayout, StepPrograms, StepSetup};
 use super::train_config::TrainConfig;
 use crate::train::{StepRecord, Trainable};
-use crate::checkpoint::{Checkpoint, CheckpointMeta};
+use crate::checkpoint::{Checkpoint, CheckpointMeta, Snapshot};
 use crate::data::{Batch, DataPosition, Dataset, Loader, LoaderSpec};
 use crate::error::{Error, Result};
 use crate::graph::TensorType;
-use crate::host::HostTensor;
+use crate::host::{BlockedTensor, HostTensor};
 use super::DalleBart;
 use crate::nn::Precision;
 use crate::pjrt::{Buffer, Client};
@@ -252,10 +252,16 @@ impl Trainer {
     /// Parameters and optimizer state with their names: from the first
     /// device, or put together from every device's shard on a mesh.
     pub fn values(&self) -> Result<Vec<(String, HostTensor)>> {
+        Ok(self.blocked_values()?.into_iter().map(|(n, t)| (n, t.to_whole())).collect())
+    }
+
+    /// Parameters and optimizer state with their names, each as the distinct
+    /// shards its devices hold (a checkpoint is written from these).
+    pub fn blocked_values(&self) -> Result<Vec<(String, BlockedTensor)>> {
         let layout = &self.programs.layout;
         let names = layout.names();
         let Some(mesh) = &self.programs.mesh else {
-            return names.into_iter().zip(&self.device_state[0]).map(|(n, b)| Ok((n, download(b)?))).collect();
+            return names.into_iter().zip(&self.device_state[0]).map(|(n, b)| Ok((n, BlockedTensor::whole(download(b)?)))).collect();
         };
         let types = layout.params.iter().map(|p| &p.ty).chain(layout.state.iter().map(|(_, s)| &s.ty));
         names
@@ -263,9 +269,10 @@ impl Trainer {
             .zip(types)
             .enumerate()
             .map(|(k, (n, ty))| {
-                let shards: Vec<HostTensor> = self.device_state.iter().map(|d| download(&d[k])).collect::<Result<_>>()?;
-                let whole = mesh.of(&n, &ty.shape)?.unshard(&shards, &ty.shape, &mesh.mesh);
-                Ok((n, whole))
+                let holders = mesh.of(&n, &ty.shape)?.block_holders(&ty.shape, &mesh.mesh);
+                let blocks = holders.into_iter().map(|(d, start)| Ok((start, download(&self.device_state[d][k])?))).collect::<Result<_>>()?;
+                let blocked = BlockedTensor::from_blocks(ty.dtype, &ty.shape, blocks).map_err(|e| Error::Invalid(format!("'{n}': {e}")))?;
+                Ok((n, blocked))
             })
             .collect()
     }
@@ -409,11 +416,11 @@ impl Trainable for Trainer {
         Trainer::evaluate(self)
     }
 
-    fn snapshot(&self) -> Result<Checkpoint> {
+    fn snapshot(&self) -> Result<Snapshot> {
         let position = serde_json::to_value(self.train_data.position()).map_err(|e| Error::Invalid(format!("data position: {e}")))?;
-        Ok(Checkpoint {
+        Ok(Snapshot {
             step: self.step,
-            tensors: self.values()?,
+            tensors: self.blocked_values()?,
             meta: CheckpointMeta {
                 samples_seen: self.samples_seen,
                 data_position: position,

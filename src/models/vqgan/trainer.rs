@@ -10,7 +10,7 @@ use super::steps::{NetLayout, VqganSetup, VqganSteps, DISCRIMINATOR_STATS, GENER
 use super::train_config::VqganTrainConfig;
 use crate::weights::{read_safetensors_with_metadata, to_safetensors_with_metadata};
 use super::{Lpips, Vqgan, VqganConfig};
-use crate::checkpoint::{Checkpoint, CheckpointMeta, StopSignal};
+use crate::checkpoint::{Checkpoint, CheckpointMeta, Snapshot, StopSignal};
 use crate::data::images::{ImageIndex, ImageLoader, LoaderOptions, SkipReport};
 use crate::error::{Error, Result};
 use crate::graph::TensorType;
@@ -315,7 +315,7 @@ impl Trainable for VqganTrainer {
         self.eval_mse()
     }
 
-    fn snapshot(&self) -> Result<Checkpoint> {
+    fn snapshot(&self) -> Result<Snapshot> {
         let mut tensors = self.values(&self.steps.generator, &self.generator[0], GENERATOR)?;
         tensors.extend(self.values(&self.steps.discriminator, &self.discriminator[0], DISCRIMINATOR)?);
         Ok(Checkpoint {
@@ -327,7 +327,8 @@ impl Trainable for VqganTrainer {
                 rng: serde_json::json!({ "seed": self.config.train.seed }),
                 ..Default::default()
             },
-        })
+        }
+        .into())
     }
 
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {

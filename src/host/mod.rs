@@ -1,5 +1,10 @@
 //! Dense row-major arrays on the host: what goes into and comes out of programs.
 
+mod blocks;
+
+pub use blocks::BlockedTensor;
+pub(crate) use blocks::block_runs;
+
 use crate::dtype::DType;
 use half::{bf16, f16};
 
