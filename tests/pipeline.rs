@@ -127,7 +127,7 @@ fn pipeline_completes_and_a_run_killed_in_every_stage_ends_with_the_same_report(
     }
     let report = report_without_times(&reference);
     let rows = report["rows"].as_array().expect("rows");
-    for row in ["real", "vqgan", "generated", "reranked", "shuffled"] {
+    for row in ["real", "vqgan", "generated", "reranked", "best", "shuffled"] {
         for split in ["heldout", "train"] {
             let found = rows.iter().find(|r| r["row"] == row && r["split"] == split);
             let found = found.unwrap_or_else(|| panic!("report.json has no {row}/{split} row: {report:#}"));
@@ -138,8 +138,10 @@ fn pipeline_completes_and_a_run_killed_in_every_stage_ends_with_the_same_report(
     // The checker accepts (nearly) every real image and (nearly) no mismatched caption.
     let fidelity = |row: &str| rows.iter().find(|r| r["row"] == row && r["split"] == "heldout").expect("row")["fidelity"].as_f64().expect("number");
     assert!(fidelity("real") > fidelity("shuffled"), "real {} vs shuffled {}", fidelity("real"), fidelity("shuffled"));
+    // No pick of the candidates does better than the checker's own.
+    assert!(fidelity("best") >= fidelity("reranked"), "best {} vs reranked {}", fidelity("best"), fidelity("reranked"));
     let md = std::fs::read_to_string(reference.join("report.md")).expect("report.md");
-    for needle in ["real images (the checker's ceiling)", "VQGAN reconstructions", "reranked (keep 1 of N)", "shuffled captions", "report/grid.png", "report/loss_vqgan.png", "report/loss_dallebart.png", "report/loss_clip.png", "| total |"] {
+    for needle in ["real images (the checker's ceiling)", "VQGAN reconstructions", "reranked (keep 1 of N)", "the reranker's ceiling", "shuffled captions", "report/grid.png", "report/loss_vqgan.png", "report/loss_dallebart.png", "report/loss_clip.png", "| total |"] {
         assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
     }
     for picture in ["report/grid.png", "report/loss_vqgan.png", "report/loss_dallebart.png", "report/loss_clip.png"] {
@@ -200,6 +202,9 @@ fn reranking_keeps_the_candidate_clip_scores_best(run: &Path, per_prompt: usize)
             assert!(scores.iter().all(|s| s.is_finite()), "{scores:?}");
             let best = (0..per_prompt).fold(0, |b, k| if scores[k] > scores[b] { k } else { b });
             assert_eq!(verdict("reranked", split, i), verdict("generated", split, i * per_prompt + best), "{split} prompt {i}");
+            // The checker's pick holds whenever any candidate's caption holds.
+            let any_holds = (0..per_prompt).any(|k| verdict("generated", split, i * per_prompt + k)["holds"] == true);
+            assert_eq!(verdict("best", split, i)["holds"] == true, any_holds, "{split} prompt {i}");
             checked += 1;
         }
     }

@@ -5,6 +5,8 @@
 //! - `vqgan`: their VQGAN reconstructions (the tokenizer's ceiling),
 //! - `generated`: every sampled image (generation without reranking),
 //! - `reranked`: the best-scored sample of each prompt (keep 1 of N),
+//! - `best`: the sample of each prompt the checker likes best (what a perfect
+//!   reranker would keep: the reranker's ceiling),
 //! - `shuffled`: real images against another image's caption (the floor).
 //!
 //! Each on the held-out prompts and on as many training prompts.
@@ -88,6 +90,13 @@ pub fn judge(image: &RgbImage, caption: &str) -> Result<Judgement> {
         size: same(wanted(&|s| s.size.map(|c| c.to_string())), found.iter().map(|d| d.size.to_string()).collect()),
         position: same(wanted(&|s| s.position.map(|c| c.to_string())), found.iter().map(|d| d.position.to_string()).collect()),
     })
+}
+
+/// The candidate the checker likes best: one whose caption holds, else one
+/// with the most attributes right (the first of equals).
+pub fn best_judged(candidates: &[Judgement]) -> usize {
+    let merit = |j: &Judgement| (j.holds as usize) * 10 + [j.shape, j.colour, j.position, j.size, j.count].iter().filter(|a| **a).count();
+    candidates.iter().enumerate().fold(0, |best, (k, j)| if merit(j) > merit(&candidates[best]) { k } else { best })
 }
 
 /// The shares of `judged` whose caption holds, overall and per attribute.
@@ -177,6 +186,7 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
 
         let mut sampled = Vec::new();
         let mut reranked = Vec::new();
+        let mut best_judged_rows = Vec::new();
         for (i, r) in records.iter().enumerate() {
             let dir = generated.join(split);
             let mut candidates = Vec::with_capacity(g.images_per_prompt);
@@ -188,10 +198,14 @@ pub fn run(cx: &Context) -> Result<StageEnd> {
             let best = candidates[best_candidate(&read_scores(&dir, i, g.images_per_prompt)?)];
             note(Detail { row: "reranked", split, index: i, caption: &r.caption, judgement: best });
             reranked.push(best);
+            let ideal = candidates[best_judged(&candidates)];
+            note(Detail { row: "best", split, index: i, caption: &r.caption, judgement: ideal });
+            best_judged_rows.push(ideal);
             sampled.extend(candidates);
         }
         rows.push(row_scores("generated", split, &sampled));
         rows.push(row_scores("reranked", split, &reranked));
+        rows.push(row_scores("best", split, &best_judged_rows));
 
         // Each image against the next one's caption: deterministic, and
         // (with distinct neighbours) never its own.
@@ -228,4 +242,19 @@ pub fn reconstruct(codec: &VqganCodec, images: &[RgbImage]) -> Result<Vec<RgbIma
     (0..images.len())
         .map(|i| hwc_to_rgb(&HostTensor { dtype: out.dtype, shape: vec![r, r, 3], data: out.data[i * per..(i + 1) * per].to_vec() }))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checkers_pick_is_a_holding_candidate_else_the_one_with_most_attributes_right() {
+        let all = Judgement { holds: true, count: true, shape: true, colour: true, size: true, position: true };
+        let shape_wrong = Judgement { holds: false, shape: false, ..all };
+        let two_wrong = Judgement { colour: false, ..shape_wrong };
+        assert_eq!(best_judged(&[two_wrong, shape_wrong, all, all]), 2);
+        assert_eq!(best_judged(&[two_wrong, shape_wrong, two_wrong]), 1);
+        assert_eq!(best_judged(&[two_wrong]), 0);
+    }
 }

@@ -16,11 +16,12 @@ use image::{imageops, Rgb};
 use std::path::Path;
 
 /// Rows of the fidelity table, in order, with what each one measures.
-const ROWS: [(&str, &str); 5] = [
+const ROWS: [(&str, &str); 6] = [
     ("real", "real images (the checker's ceiling)"),
     ("vqgan", "VQGAN reconstructions (the tokenizer's ceiling)"),
     ("generated", "generated, no reranking"),
     ("reranked", "generated, reranked (keep 1 of N)"),
+    ("best", "generated, the checker's pick of N (the reranker's ceiling)"),
     ("shuffled", "real images, shuffled captions (the floor)"),
 ];
 
