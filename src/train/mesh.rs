@@ -11,9 +11,10 @@
 //! model parallelism). Device `d` of the program sits at data index `d / M`
 //! and model index `d % M`.
 //!
-//! On the host a tensor is cut into its shards for upload and put back
-//! together on download, so checkpoints hold whole tensors whatever the
-//! mesh, and a run saved on one mesh resumes on another.
+//! On the host a tensor is cut into its shards for upload; on download one
+//! copy of each distinct shard is kept and checkpoints are written from them
+//! in the whole tensor's byte order, so checkpoints hold whole tensors
+//! whatever the mesh, and a run saved on one mesh resumes on another.
 
 use crate::host::{block_runs, HostTensor};
 use serde::{Deserialize, Serialize};
@@ -208,4 +209,3 @@ impl Placement {
 fn largest_divisible(shape: &[i64], n: usize, free: impl Fn(usize) -> bool) -> Option<usize> {
     (0..shape.len()).filter(|&k| free(k) && shape[k] % n as i64 == 0).max_by_key(|&k| (shape[k], usize::MAX - k))
 }
-
