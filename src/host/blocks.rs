@@ -97,6 +97,14 @@ impl BlockedTensor {
         }
     }
 
+    /// The tensor in one buffer, moved rather than copied when it is one block.
+    pub fn into_whole(mut self) -> HostTensor {
+        if self.blocks.len() == 1 && self.blocks[0].shape == self.shape {
+            return self.blocks.remove(0);
+        }
+        self.to_whole()
+    }
+
     /// The tensor in one buffer.
     pub fn to_whole(&self) -> HostTensor {
         let mut whole = HostTensor::zeros(self.dtype, &self.shape);
@@ -172,6 +180,7 @@ mod tests {
     #[test]
     fn blocks_in_any_split_read_back_as_the_whole_tensor() {
         let whole = counting(&[6, 8]);
+        assert_eq!(BlockedTensor::whole(whole.clone()).into_whole(), whole);
         // Rows, columns and a 2 x 2 grid of blocks, listed out of order.
         let splits: [&[([i64; 2], [i64; 2])]; 3] = [
             &[([3, 0], [3, 8]), ([0, 0], [3, 8])],
@@ -182,6 +191,7 @@ mod tests {
             let blocks = split.iter().map(|(s, n)| (s.to_vec(), cut(&whole, s, n))).collect();
             let blocked = BlockedTensor::from_blocks(DType::I32, &whole.shape, blocks).unwrap();
             assert_eq!(blocked.to_whole(), whole, "{split:?}");
+            assert_eq!(blocked.clone().into_whole(), whole, "{split:?}");
             // Reads that start and end inside runs.
             for (offset, len) in [(0, 192), (5, 40), (14, 3), (100, 92), (191, 1)] {
                 let mut out = vec![0; len];

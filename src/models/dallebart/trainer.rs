@@ -252,7 +252,7 @@ impl Trainer {
     /// Parameters and optimizer state with their names: from the first
     /// device, or put together from every device's shard on a mesh.
     pub fn values(&self) -> Result<Vec<(String, HostTensor)>> {
-        Ok(self.blocked_values()?.into_iter().map(|(n, t)| (n, t.to_whole())).collect())
+        Ok(self.blocked_values()?.into_iter().map(|(n, t)| (n, t.into_whole())).collect())
     }
 
     /// Parameters and optimizer state with their names, each as the distinct
