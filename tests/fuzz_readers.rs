@@ -108,7 +108,7 @@ fn config_loader() {
 }
 
 fn tiny_weights() -> (VqganConfig, Vec<(String, HostTensor)>) {
-    let config = VqganConfig { ch: 32, ch_mult: vec![1, 2], num_res_blocks: 1, attn_resolutions: vec![], z_channels: 4, embed_dim: 4, n_embed: 8, resolution: 16, in_channels: 3, out_ch: 3, beta: 0.25, l2_codes: false, norm_groups: 32, fsq_levels: vec![] };
+    let config = VqganConfig { ch: 32, ch_mult: vec![1, 2], num_res_blocks: 1, attn_resolutions: vec![], z_channels: 4, embed_dim: 4, n_embed: 8, resolution: 16, in_channels: 3, out_ch: 3, beta: 0.25, l2_codes: false, norm_groups: 32, fsq_levels: vec![], fsq_commitment: 0.0 };
     let weights = vec![
         ("conv.kernel".to_string(), HostTensor::new(&[3, 3, 3, 8], &(0..216).map(|i| i as f32 * 0.01).collect::<Vec<_>>()).unwrap()),
         ("conv.bias".to_string(), HostTensor::new(&[8], &[0.5f32; 8]).unwrap()),

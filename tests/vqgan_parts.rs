@@ -158,7 +158,7 @@ fn finite_scalar_quantization_rounds_to_the_grid_and_its_tokens_decode_back() {
     let out = compile(&g, &[&q.z_q, &q.indices, &looked_up, &dz, &q.codebook_loss]).run(&[&zv]).unwrap();
     let (zq, tokens, back, dz) = (out[0].to_f64_vec(), out[1].to_vec::<i32>().unwrap(), out[2].to_f64_vec(), out[3].to_f64_vec());
     assert_eq!(out[1].shape, vec![2, 16]);
-    assert_eq!(out[4].to_f64_vec(), vec![0.0], "FSQ has no codebook loss");
+    assert_eq!(out[4].to_f64_vec(), vec![0.0], "without fsq_commitment, FSQ has no codebook loss");
     let mut seen = std::collections::BTreeSet::new();
     for (m, v) in zv.to_f64_vec().chunks(3).enumerate() {
         let mut token = 0i64;
@@ -199,6 +199,46 @@ fn finite_scalar_quantization_rounds_to_the_grid_and_its_tokens_decode_back() {
     assert!(seen.len() > 8, "random latents reach many codes: {seen:?}");
 }
 
+/// `model.fsq_commitment`: the codebook loss is that weight times the mean
+/// squared distance of the bounded latents to their grid points (on the
+/// [-1, 1] scale), and its gradient pulls each latent towards its own grid
+/// point (never across a rounding boundary).
+#[test]
+fn fsq_commitment_pulls_latents_to_the_middle_of_their_grid_cell() {
+    let levels = vec![5i64, 4];
+    let weight = 0.5;
+    let config = VqganConfig { fsq_levels: levels.clone(), embed_dim: 2, n_embed: 20, resolution: 16, fsq_commitment: weight, ..VqganConfig::tiny() };
+    config.validate().unwrap();
+    let g = Graph::new("fsq_commitment");
+    let z = g.param("z", DType::F32, &[1, 4, 4, 2]);
+    let vb = VarBuilder::new(&g, DType::F32);
+    let q = Vqgan::new(config).quantize(&vb, &z).unwrap();
+    let dz = grad(&q.codebook_loss, &[&z]).unwrap().remove(0);
+    let zv = random(&mut rng(3), DType::F32, &[1, 4, 4, 2], -2.0, 2.0);
+    let out = compile(&g, &[&q.codebook_loss, &dz]).run(&[&zv]).unwrap();
+    let (loss, dz) = (out[0].to_f64_vec()[0], out[1].to_f64_vec());
+    let values = zv.to_f64_vec();
+    let count = values.len() as f64;
+    let mut expected = 0.0;
+    for (i, &v) in values.iter().enumerate() {
+        let l = levels[i % 2];
+        let half_range = (l as f64 - 1.0) * (1.0 - 1e-3) / 2.0;
+        let offset = if l % 2 == 0 { 0.5 } else { 0.0 };
+        let shift = (offset / half_range).tan();
+        let bounded = (v + shift).tanh() * half_range - offset;
+        let half_width = (l / 2) as f64;
+        let distance = (bounded - bounded.round()) / half_width;
+        expected += distance * distance / count;
+        let slope = (1.0 - (v + shift).tanh().powi(2)) * half_range;
+        let gradient = weight * 2.0 * distance / half_width * slope / count;
+        assert!((dz[i] - gradient).abs() < 1e-6, "gradient of element {i}: {} vs {gradient}", dz[i]);
+        // Descending the gradient moves the latent towards its grid point.
+        assert!(dz[i] * (bounded - bounded.round()) >= 0.0, "element {i} is pulled away from its grid point");
+    }
+    assert!(expected > 1e-3, "random latents sit off their grid points: {expected}");
+    assert!((loss - weight * expected).abs() < 1e-6, "commitment {loss} vs {}", weight * expected);
+}
+
 #[test]
 fn fsq_and_l2_code_settings_are_checked() {
     let fsq = |levels: Vec<i64>, embed_dim: i64, n_embed: i64| VqganConfig { fsq_levels: levels, embed_dim, n_embed, ..VqganConfig::tiny() }.validate();
@@ -208,6 +248,14 @@ fn fsq_and_l2_code_settings_are_checked() {
     assert!(fsq(vec![8, 1, 5], 3, 40).unwrap_err().contains("model.fsq_levels entries must be at least 2, got 1"));
     let both = VqganConfig { fsq_levels: vec![4, 4], embed_dim: 2, n_embed: 16, l2_codes: true, ..VqganConfig::tiny() };
     assert!(both.validate().unwrap_err().contains("model.l2_codes"));
+    let commitment = |levels: Vec<i64>, weight: f64| {
+        let tiny = VqganConfig::tiny();
+        let (embed_dim, n_embed) = if levels.is_empty() { (tiny.embed_dim, tiny.n_embed) } else { (levels.len() as i64, levels.iter().product()) };
+        VqganConfig { embed_dim, n_embed, fsq_levels: levels, fsq_commitment: weight, ..tiny }.validate()
+    };
+    assert!(commitment(vec![4, 4], 0.1).is_ok());
+    assert!(commitment(vec![4, 4], -0.1).unwrap_err().contains("model.fsq_commitment must be non-negative"));
+    assert!(commitment(vec![], 0.1).unwrap_err().contains("model.fsq_commitment applies to model.fsq_levels"));
     let groups = VqganConfig { norm_groups: 5, ..VqganConfig::tiny() };
     assert!(groups.validate().unwrap_err().contains("model.norm_groups"));
 }

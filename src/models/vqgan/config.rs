@@ -48,6 +48,14 @@ pub struct VqganConfig {
     /// `n_embed` = their product). Empty: taming's codebook.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fsq_levels: Vec<i64>,
+    /// With `fsq_levels`: weight of `|z - sg(round(z))|^2` (latents and grid
+    /// in [-1, 1]), which pulls latents to the middle of their grid cell. The
+    /// straight-through estimator alone leaves latents wherever they drifted,
+    /// and those of flat regions that sit on a rounding boundary then flip
+    /// between two codes of the same colour from patch to patch: noise the
+    /// seq2seq model has to learn. 0 (the paper's FSQ): no such term.
+    #[serde(default)]
+    pub fsq_commitment: f64,
 }
 
 fn three() -> i64 {
@@ -78,6 +86,7 @@ impl VqganConfig {
             l2_codes: false,
             norm_groups: GROUPS,
             fsq_levels: vec![],
+            fsq_commitment: 0.0,
         }
     }
 
@@ -173,6 +182,12 @@ impl VqganConfig {
         }
         if !(self.beta >= 0.0) {
             return Err(format!("model.beta must be non-negative, got {}", self.beta));
+        }
+        if !(self.fsq_commitment >= 0.0) {
+            return Err(format!("model.fsq_commitment must be non-negative, got {}", self.fsq_commitment));
+        }
+        if self.fsq_commitment > 0.0 && self.fsq_levels.is_empty() {
+            return Err("model.fsq_commitment applies to model.fsq_levels; the learnt codebook's commitment weight is model.beta".into());
         }
         Ok(())
     }

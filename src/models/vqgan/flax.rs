@@ -55,6 +55,7 @@ pub fn config_from_hf(c: &Value, origin: &str) -> Result<VqganConfig> {
         l2_codes: false,
         norm_groups: super::config::GROUPS,
         fsq_levels: vec![],
+        fsq_commitment: 0.0,
     };
     config.validate().map_err(|e| Error::Invalid(format!("{origin}: {e}")))?;
     Ok(config)

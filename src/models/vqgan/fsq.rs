@@ -2,10 +2,10 @@
 //! VQ-VAE Made Simple", 2023), the alternative to the learnt codebook: each
 //! of the latent's `levels.len()` channels is squashed into a bounded range
 //! and rounded to one of `levels[i]` values, and the token is the
-//! mixed-radix number of those digits. There is no codebook to collapse and
-//! no codebook loss, so every code stays reachable even in short trainings
-//! (the learnt codebook of a small model left most object patches on one
-//! code in the shapes pipeline).
+//! mixed-radix number of those digits. There is no codebook to collapse, so
+//! every code stays reachable even in short trainings (the learnt codebook of
+//! a small model left most object patches on one code in the shapes
+//! pipeline), and no codebook loss beyond an optional commitment term.
 
 use crate::graph::{Result, Tensor};
 use crate::host::HostTensor;
@@ -46,10 +46,20 @@ fn vector(like: &Tensor, values: &[f32]) -> Result<Tensor> {
     Ok(like.graph.constant(host))
 }
 
-/// Codes of `prod(levels)` for latents `z [..., D]` (`D = levels.len()`): the
-/// quantized latents scaled to [-1, 1] with the straight-through gradient,
-/// and the tokens `[...]` (i32).
-pub fn quantize(z: &Tensor, levels: &[i64]) -> Result<(Tensor, Tensor)> {
+/// Latents snapped to the grid of `prod(levels)` codes.
+pub struct Snapped {
+    /// The quantized latents `[..., D]` scaled to [-1, 1], with the
+    /// straight-through gradient.
+    pub z_q: Tensor,
+    /// `[...]` (i32).
+    pub tokens: Tensor,
+    /// `mean |z - sg(z_q)|^2` on the same [-1, 1] scale: how far the latents
+    /// sit from the middle of their grid cells.
+    pub commitment: Tensor,
+}
+
+/// Codes of `prod(levels)` for latents `z [..., D]` (`D = levels.len()`).
+pub fn quantize(z: &Tensor, levels: &[i64]) -> Result<Snapped> {
     let l = Levels::new(levels);
     let z = z.cast(DType::F32)?;
     let bounded = z.add(&vector(&z, &l.shift)?)?.tanh()?.mul(&vector(&z, &l.half_range)?)?.sub(&vector(&z, &l.offset)?)?;
@@ -58,7 +68,8 @@ pub fn quantize(z: &Tensor, levels: &[i64]) -> Result<(Tensor, Tensor)> {
     let digits = rounded.add(&half_width)?.stop_gradient()?;
     let last = z.rank() as i64 - 1;
     let tokens = digits.mul(&vector(&z, &l.basis)?)?.sum(&[last], false)?.round()?.cast(DType::I32)?;
-    Ok((rounded.div(&half_width)?, tokens))
+    let commitment = bounded.sub(&bounded.round()?.stop_gradient()?)?.div(&half_width)?.square()?.mean_all()?;
+    Ok(Snapped { z_q: rounded.div(&half_width)?, tokens, commitment })
 }
 
 /// The quantized latents `[..., D]` in [-1, 1] of tokens `[...]` (i32).

@@ -137,9 +137,10 @@ impl Vqgan {
     pub fn quantize(&self, vb: &VarBuilder, z: &Tensor) -> Result<Quantized> {
         let shape = z.shape().to_vec();
         if !self.config.fsq_levels.is_empty() {
-            let (z_q, tokens) = fsq::quantize(z, &self.config.fsq_levels)?;
-            let indices = tokens.reshape(&[shape[0], shape[1] * shape[2]])?;
-            return Ok(Quantized { z_q, indices, codebook_loss: z.graph.scalar(0.0, crate::DType::F32) });
+            let snapped = fsq::quantize(z, &self.config.fsq_levels)?;
+            let indices = snapped.tokens.reshape(&[shape[0], shape[1] * shape[2]])?;
+            let codebook_loss = snapped.commitment.scale(self.config.fsq_commitment)?;
+            return Ok(Quantized { z_q: snapped.z_q, indices, codebook_loss });
         }
         let flat_indices = self.nearest_codes(vb, z)?;
         let z = self.on_sphere(z)?;
