@@ -63,12 +63,13 @@ pub fn quantize(z: &Tensor, levels: &[i64]) -> Result<Snapped> {
     let l = Levels::new(levels);
     let z = z.cast(DType::F32)?;
     let bounded = z.add(&vector(&z, &l.shift)?)?.tanh()?.mul(&vector(&z, &l.half_range)?)?.sub(&vector(&z, &l.offset)?)?;
-    let rounded = bounded.add(&bounded.round()?.sub(&bounded)?.stop_gradient()?)?;
+    let grid_point = bounded.round()?.stop_gradient()?;
+    let rounded = bounded.add(&grid_point.sub(&bounded)?.stop_gradient()?)?;
     let half_width = vector(&z, &l.half_width)?;
     let digits = rounded.add(&half_width)?.stop_gradient()?;
     let last = z.rank() as i64 - 1;
     let tokens = digits.mul(&vector(&z, &l.basis)?)?.sum(&[last], false)?.round()?.cast(DType::I32)?;
-    let commitment = bounded.sub(&bounded.round()?.stop_gradient()?)?.div(&half_width)?.square()?.mean_all()?;
+    let commitment = bounded.sub(&grid_point)?.div(&half_width)?.square()?.mean_all()?;
     Ok(Snapped { z_q: rounded.div(&half_width)?, tokens, commitment })
 }
 
