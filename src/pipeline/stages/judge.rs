@@ -95,8 +95,8 @@ pub fn judge(image: &RgbImage, caption: &str) -> Result<Judgement> {
 /// The candidate the checker likes best: one whose caption holds, else one
 /// with the most attributes right (the first of equals).
 pub fn best_judged(candidates: &[Judgement]) -> usize {
-    let merit = |j: &Judgement| (j.holds as usize) * 10 + [j.shape, j.colour, j.position, j.size, j.count].iter().filter(|a| **a).count();
-    candidates.iter().enumerate().fold(0, |best, (k, j)| if merit(j) > merit(&candidates[best]) { k } else { best })
+    let merit = |j: &Judgement| (j.holds as usize * 10 + [j.shape, j.colour, j.position, j.size, j.count].iter().filter(|a| **a).count()) as f32;
+    best_candidate(&candidates.iter().map(merit).collect::<Vec<_>>())
 }
 
 /// The shares of `judged` whose caption holds, overall and per attribute.
