@@ -180,7 +180,7 @@ fn inverse_root_loops_do_not_grow_with_the_parameter_count() {
         let state: Vec<Vec<Tensor>> =
             params.iter().enumerate().map(|(k, p)| opt.state(p.ty()).iter().map(|s| g.param(&format!("w{k}/{}", s.suffix), s.ty.dtype, &s.ty.shape)).collect()).collect();
         let (lr, count_t) = (g.param("lr", DType::F32, &[]), g.param("count", DType::F32, &[]));
-        let updated = opt.update_all(&params, &grads, &state, &StepScalars { lr: &lr, count: &count_t, partitions: 1 }).unwrap();
+        let updated = opt.update_all(&params, &grads, &state, &StepScalars { lr: &lr, count: &count_t, partitions: 1 }, &[]).unwrap();
         let outs: Vec<Tensor> = updated.into_iter().flat_map(|(p, st)| std::iter::once(p).chain(st)).collect();
         emit_module(&g, &outs, &ModuleOptions::default()).unwrap().matches("stablehlo.while").count()
     };

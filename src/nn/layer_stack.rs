@@ -7,6 +7,8 @@
 //!   and one traced layer body runs in a loop over them, so the program (and
 //!   its compile time) does not grow with depth. Its backward pass keeps
 //!   each layer's input and recomputes the layer, like the rematerialised one.
+//!   The stacks are recorded in the builder (`VarBuilder::stacks`), so that
+//!   the optimizer updates them in a loop too.
 
 use super::vars::{ParamSpec, VarBuilder};
 use crate::graph::{fori_loop, remat, Graph, Result, Tensor};
@@ -46,6 +48,11 @@ pub fn layer_stack(
     let weights: Vec<Vec<Tensor>> = (0..layers)
         .map(|i| specs.iter().map(|s| vb.pp(&name(i)).get(&s.name, &s.ty.shape, s.init.clone())).collect())
         .collect::<Result<_>>()?;
+    if mode == StackMode::Scan {
+        for s in &specs {
+            vb.record_stack((0..layers).map(|i| vb.pp(&name(i)).path(&s.name)).collect());
+        }
+    }
     match mode {
         StackMode::Remat => remat_layers(vb, h, &extras, &specs, &weights, layer),
         _ => scan_layers(vb, h, &extras, &specs, &weights, &*layer),

@@ -24,6 +24,8 @@ pub struct ParamSpec {
 struct Registry {
     specs: Vec<ParamSpec>,
     tensors: BTreeMap<String, Tensor>,
+    /// Scanned layer stacks: each entry names one tensor of every layer, in layer order.
+    stacks: Vec<Vec<String>>,
     /// Parameters were supplied up front (see [`VarBuilder::from_tensors`]): asking for another is an error.
     bound: bool,
 }
@@ -110,6 +112,25 @@ impl VarBuilder {
     pub fn tensors(&self) -> Vec<Tensor> {
         let reg = self.registry.borrow();
         reg.specs.iter().map(|s| reg.tensors[&s.name].clone()).collect()
+    }
+
+    /// Records that the parameters `names` (one per layer, in layer order)
+    /// are one tensor of a scanned layer stack, so that an optimizer may
+    /// update them in one loop too.
+    pub fn record_stack(&self, names: Vec<String>) {
+        self.registry.borrow_mut().stacks.push(names);
+    }
+
+    /// The scanned layer stacks recorded so far (see [`record_stack`](Self::record_stack)).
+    pub fn stacks(&self) -> Vec<Vec<String>> {
+        self.registry.borrow().stacks.clone()
+    }
+
+    /// [`stacks`](Self::stacks) as positions in [`specs`](Self::specs).
+    pub fn stack_indices(&self) -> Vec<Vec<usize>> {
+        let reg = self.registry.borrow();
+        let at: BTreeMap<&str, usize> = reg.specs.iter().enumerate().map(|(k, s)| (s.name.as_str(), k)).collect();
+        reg.stacks.iter().map(|names| names.iter().map(|n| at[n.as_str()]).collect()).collect()
     }
 
     /// Total number of scalar parameters.

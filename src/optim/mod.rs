@@ -9,6 +9,7 @@
 mod adafactor;
 mod adamw;
 mod clip;
+mod layer_loop;
 mod schedule;
 mod shampoo;
 
@@ -81,11 +82,15 @@ pub trait Optimizer {
     /// New parameter and state from the parameter, its gradient and state.
     fn update(&self, param: &Tensor, grad: &Tensor, state: &[Tensor], s: &StepScalars) -> Result<(Tensor, Vec<Tensor>)>;
     /// Every parameter's [`update`](Optimizer::update), in parameter order.
-    /// Trainers call this; an optimizer whose step is cheaper over all
-    /// parameters together overrides it (Shampoo stacks every parameter's
-    /// inverse roots into one loop).
-    fn update_all(&self, params: &[Tensor], grads: &[Tensor], states: &[Vec<Tensor>], s: &StepScalars) -> Result<Vec<(Tensor, Vec<Tensor>)>> {
-        params.iter().zip(grads).zip(states).map(|((p, g), st)| self.update(p, g, st, s)).collect()
+    /// Trainers call this. `stacks` lists the tensors of scanned layer
+    /// stacks (indices of one tensor of every layer, in layer order), which
+    /// are updated in one loop per stack so that the program does not grow
+    /// with depth. An optimizer whose step is cheaper over all parameters
+    /// together overrides it (Shampoo stacks every parameter's inverse roots
+    /// into one loop).
+    fn update_all(&self, params: &[Tensor], grads: &[Tensor], states: &[Vec<Tensor>], s: &StepScalars, stacks: &[Vec<usize>]) -> Result<Vec<(Tensor, Vec<Tensor>)>> {
+        layer_loop::check_stacks(params, states, stacks)?;
+        layer_loop::update_all_with_stacks(params, grads, states, s, stacks, |p, g, st, sc| self.update(p, g, st, sc))
     }
 }
 

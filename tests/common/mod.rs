@@ -135,6 +135,12 @@ pub fn optimizer_steps(opt: &dyn Optimizer, p0: &HostTensor, grads: &[HostTensor
 /// `Optimizer::update_all`, as trainers update them: each parameter starts
 /// from its value and takes its own gradient at every step.
 pub fn optimizer_steps_together(opt: &dyn Optimizer, parameters: &[(&HostTensor, &[HostTensor])], lr: f64) -> Vec<OptimizerRun> {
+    optimizer_steps_stacked(opt, parameters, lr, &[])
+}
+
+/// [`optimizer_steps_together`] with `stacks` of parameters (indices into
+/// `parameters`) updated as scanned layer stacks.
+pub fn optimizer_steps_stacked(opt: &dyn Optimizer, parameters: &[(&HostTensor, &[HostTensor])], lr: f64, stacks: &[Vec<usize>]) -> Vec<OptimizerRun> {
     let g = Graph::new("optimizer_step");
     let params: Vec<Tensor> = parameters.iter().enumerate().map(|(k, (p0, _))| g.param(&format!("p{k}"), DType::F32, &p0.shape)).collect();
     let grads: Vec<Tensor> = parameters.iter().enumerate().map(|(k, (p0, _))| g.param(&format!("g{k}"), DType::F32, &p0.shape)).collect();
@@ -143,7 +149,7 @@ pub fn optimizer_steps_together(opt: &dyn Optimizer, parameters: &[(&HostTensor,
         specs.iter().enumerate().map(|(k, sp)| sp.iter().map(|s| g.param(&format!("p{k}/{}", s.suffix), s.ty.dtype, &s.ty.shape)).collect()).collect();
     let lr_t = g.param("lr", DType::F32, &[]);
     let count = g.param("count", DType::F32, &[]);
-    let updated = opt.update_all(&params, &grads, &state, &StepScalars { lr: &lr_t, count: &count, partitions: 1 }).unwrap();
+    let updated = opt.update_all(&params, &grads, &state, &StepScalars { lr: &lr_t, count: &count, partitions: 1 }, stacks).unwrap();
     let outs: Vec<&Tensor> = updated.iter().flat_map(|(p, st)| std::iter::once(p).chain(st)).collect();
     let prog = compile(&g, &outs);
     let mut values: Vec<HostTensor> = parameters.iter().map(|(p0, _)| (*p0).clone()).collect();

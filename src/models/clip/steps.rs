@@ -125,7 +125,7 @@ impl ClipSteps {
         let mut outs = Vec::new();
         let mut new_state = Vec::new();
         let mut new_scale = None;
-        for (spec, (mut np, ns)) in specs.iter().zip(s.optimizer.update_all(&params, &clipped, &state, &scalars)?) {
+        for (spec, (mut np, ns)) in specs.iter().zip(s.optimizer.update_all(&params, &clipped, &state, &scalars, &[])?) {
             if spec.name == "logit_scale" {
                 np = np.clamp(0.0, MAX_LOGIT_SCALE)?;
                 new_scale = Some(np.clone());

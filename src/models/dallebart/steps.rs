@@ -179,6 +179,7 @@ fn update_outputs(
     mean_grads: &[Tensor],
     mean_loss: Tensor,
     partitions: usize,
+    stacks: &[Vec<usize>],
 ) -> Result<Vec<Tensor>> {
     let lr = g.param("lr", DType::F32, &[]);
     let count = g.param("count", DType::F32, &[]);
@@ -186,7 +187,7 @@ fn update_outputs(
     let scalars = StepScalars { lr: &lr, count: &count, partitions };
     let mut new_params = Vec::with_capacity(params.len());
     let mut new_state = Vec::new();
-    for (np, ns) in optimizer.update_all(params, &grads, state, &scalars)? {
+    for (np, ns) in optimizer.update_all(params, &grads, state, &scalars, stacks)? {
         new_params.push(np);
         new_state.extend(ns);
     }
@@ -249,7 +250,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         let grads = grad(&loss, &refs)?;
         let mean_grads = grads.iter().map(|gr| replica_sum(gr, n)?.scale(scale_of(1))).collect::<crate::graph::Result<Vec<_>>>()?;
         let mean_loss = replica_sum(&loss, n)?.scale(scale_of(1))?;
-        let outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss, partitions)?;
+        let outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss, partitions, &vb.stack_indices())?;
         let donated = BATCH_ARGS..BATCH_ARGS + params.len() + state_specs.len();
         let layout = StepLayout { params: specs, state: state_specs };
         let names = update_names(&layout.names());
@@ -261,6 +262,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         let (_, vb, loss) = loss_graph(&g, s.model, s.per_device)?;
         let params = vb.tensors();
         let specs = vb.specs();
+        let stacks = vb.stack_indices();
         let acc_names = accumulator_names(&specs);
         let acc: Vec<Tensor> = specs.iter().zip(&acc_names).map(|(p, name)| g.param(name, p.ty.dtype, &p.ty.shape)).collect();
         let loss_acc = g.param("loss_acc", DType::F32, &[]);
@@ -281,7 +283,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         let scale = scale_of(s.accumulation);
         let mean_grads = acc.iter().map(|a| replica_sum(a, n)?.scale(scale)).collect::<crate::graph::Result<Vec<_>>>()?;
         let mean_loss = replica_sum(&loss_acc, n)?.scale(scale)?;
-        let mut outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss, partitions)?;
+        let mut outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss, partitions, &stacks)?;
         // Fresh zero accumulators come back out, so they stay on device between updates.
         let tail = outs.split_off(params.len() + state_specs.len());
         for a in acc.iter().chain([&loss_acc]) {

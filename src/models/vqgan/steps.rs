@@ -136,7 +136,7 @@ fn update(
     let (grads, norm) = clip_by_global_norm(&grads, clip)?;
     let scalars = StepScalars { lr, count, partitions: 1 };
     let (mut new_params, mut new_state) = (Vec::new(), Vec::new());
-    for (np, ns) in opt.update_all(params, &grads, state, &scalars)? {
+    for (np, ns) in opt.update_all(params, &grads, state, &scalars, &[])? {
         new_params.push(np);
         new_state.extend(ns);
     }

@@ -27,8 +27,8 @@ pub use inverse_root::{inverse_pth_root, inverse_pth_roots, inverse_pth_roots_in
 
 use std::collections::BTreeMap;
 
-use super::{Optimizer, StateInit, StateSpec, StepScalars};
-use crate::graph::{optimization_barrier, while_loop, Function, Result, Tensor, TensorType};
+use super::{layer_loop, Optimizer, StateInit, StateSpec, StepScalars};
+use crate::graph::{while_loop, Function, Result, Tensor, TensorType};
 use crate::DType;
 use blocks::Blocks;
 
@@ -275,32 +275,58 @@ impl Optimizer for Shampoo {
     }
 
     fn update(&self, param: &Tensor, grad: &Tensor, state: &[Tensor], s: &StepScalars) -> Result<(Tensor, Vec<Tensor>)> {
-        let mut all = self.update_all(std::slice::from_ref(param), std::slice::from_ref(grad), &[state.to_vec()], s)?;
+        let mut all = self.update_all(std::slice::from_ref(param), std::slice::from_ref(grad), &[state.to_vec()], s, &[])?;
         Ok(all.remove(0))
     }
 
-    fn update_all(&self, params: &[Tensor], grads: &[Tensor], states: &[Vec<Tensor>], s: &StepScalars) -> Result<Vec<(Tensor, Vec<Tensor>)>> {
+    fn update_all(&self, params: &[Tensor], grads: &[Tensor], states: &[Vec<Tensor>], s: &StepScalars, stacks: &[Vec<usize>]) -> Result<Vec<(Tensor, Vec<Tensor>)>> {
+        layer_loop::check_stacks(params, states, stacks)?;
         // The reference counts steps from 0.
-        let step = s.count.cast(DType::F32)?.add_scalar(-1.0)?;
-        let mut pending: Vec<Pending> = Vec::with_capacity(params.len());
-        for ((p, g), st) in params.iter().zip(grads).zip(states) {
-            let q = match pending.last().filter(|_| s.partitions > 1) {
-                // Split over devices, a parameter's step gathers its statistics,
-                // preconditioners and gradient blocks whole. One parameter
-                // after another, only one parameter's gathered copies are live
-                // at a time, rather than as many as the scheduler overlaps.
-                Some(before) => {
+        let step_of = |count: &Tensor| count.cast(DType::F32)?.add_scalar(-1.0);
+        let step = step_of(s.count)?;
+        let mut pending: Vec<Option<Pending>> = (0..params.len()).map(|_| None).collect();
+        // What the next parameter's (or stack's) step waits for: the last
+        // step's new parameter and statistics. Split over devices, a
+        // parameter's step gathers its statistics, preconditioners and
+        // gradient blocks whole. One parameter after another, only one
+        // parameter's gathered copies are live at a time, rather than as
+        // many as the scheduler overlaps.
+        let mut before: Vec<Tensor> = Vec::new();
+        let fence = |q: &Pending| std::iter::once(q.new_param.clone()).chain(q.stats.iter().cloned()).collect::<Vec<_>>();
+        let stack_at: BTreeMap<usize, &Vec<usize>> = stacks.iter().map(|m| (m[0], m)).collect();
+        let in_stack: std::collections::BTreeSet<usize> = stacks.iter().flatten().copied().collect();
+        for k in 0..params.len() {
+            if let Some(members) = stack_at.get(&k) {
+                // One loop over the layers: the statistics and momenta are
+                // written, the preconditioners only read (the refresh below
+                // replaces them for every parameter at once).
+                let n_stats = (states[k].len() - 3) / 2;
+                let step = |p: &Tensor, g: &Tensor, st: &[Tensor], sc: &StepScalars| {
+                    let q = self.step_one(p, g, st, sc, &step_of(sc.count)?)?;
+                    Ok(std::iter::once(q.new_param).chain(q.first_order).chain(q.stats).collect())
+                };
+                let done = layer_loop::update_stack(members, params, grads, states, 3 + n_stats, s, &before, step)?;
+                let root = self.blocks(params[k].shape()).map_or(0, |b| 2 * b.rank() as u32);
+                for (&m, (new_param, mut written)) in members.iter().zip(done) {
+                    let stats = written.split_off(3);
+                    pending[m] = Some(Pending { new_param, first_order: written, stats, preconditioners: states[m][3 + n_stats..].to_vec(), root });
+                }
+                before = fence(pending[*members.last().expect("a stack has members")].as_ref().expect("stepped"));
+            } else if !in_stack.contains(&k) {
+                let (p, g, st) = (&params[k], &grads[k], &states[k]);
+                let q = if s.partitions > 1 && !before.is_empty() {
                     let mut inputs: Vec<&Tensor> = vec![p, g];
                     inputs.extend(st);
-                    inputs.push(&before.new_param);
-                    inputs.extend(&before.stats);
-                    let fenced = optimization_barrier(&inputs)?;
-                    self.step_one(&fenced[0], &fenced[1], &fenced[2..2 + st.len()], s, &step)?
-                }
-                None => self.step_one(p, g, st, s, &step)?,
-            };
-            pending.push(q);
+                    let fenced = layer_loop::after(&inputs, &before)?;
+                    self.step_one(&fenced[0], &fenced[1], &fenced[2..], s, &step)?
+                } else {
+                    self.step_one(p, g, st, s, &step)?
+                };
+                before = fence(&q);
+                pending[k] = Some(q);
+            }
         }
+        let pending: Vec<Pending> = pending.into_iter().map(|q| q.expect("every parameter stepped")).collect();
         let fresh = self.refresh(&step, &pending, s.partitions)?;
         Ok(pending
             .into_iter()
