@@ -214,6 +214,13 @@ impl Trainer {
 
     /// Puts parameters and optimizer state (in [`StepLayout::names`] order) on every device.
     pub fn load_values(&mut self, values: &[HostTensor]) -> Result<()> {
+        self.load_borrowed_values(&values.iter().collect::<Vec<_>>())
+    }
+
+    /// [`load_values`](Self::load_values) from borrowed tensors, so that a
+    /// restore uploads straight from the checkpoint it read: the host holds
+    /// the checkpoint and one device's shards, not further copies of all of it.
+    fn load_borrowed_values(&mut self, values: &[&HostTensor]) -> Result<()> {
         let layout = &self.programs.layout;
         let expected = layout.params.iter().map(|p| &p.ty).chain(layout.state.iter().map(|(_, s)| &s.ty));
         for ((name, want), got) in layout.names().iter().zip(expected).zip(values) {
@@ -224,14 +231,14 @@ impl Trainer {
         if values.len() != layout.names().len() {
             return Err(Error::Invalid(format!("expected {} tensors, got {}", layout.names().len(), values.len())));
         }
-        let mut all: Vec<HostTensor> = values.to_vec();
+        let mut zeros: Vec<HostTensor> = Vec::new();
         if self.programs.accumulate.is_some() {
-            all.extend(layout.params.iter().map(|p| HostTensor::zeros(p.ty.dtype, &p.ty.shape)));
-            all.push(HostTensor::scalar(0f32));
+            zeros.extend(layout.params.iter().map(|p| HostTensor::zeros(p.ty.dtype, &p.ty.shape)));
+            zeros.push(HostTensor::scalar(0f32));
         }
+        let all: Vec<&HostTensor> = values.iter().copied().chain(&zeros).collect();
         let Some(mesh) = &self.programs.mesh else {
-            let refs: Vec<&HostTensor> = all.iter().collect();
-            self.device_state = (0..self.replicas).map(|d| self.program().upload(d, &refs)).collect::<Result<_>>()?;
+            self.device_state = (0..self.replicas).map(|d| self.program().upload(d, &all)).collect::<Result<_>>()?;
             return Ok(());
         };
         // Each device gets its shard of every value.
@@ -438,9 +445,9 @@ impl Trainable for Trainer {
             .layout
             .names()
             .iter()
-            .map(|n| by_name.get(n.as_str()).map(|t| (*t).clone()).ok_or_else(|| Error::Invalid(format!("the checkpoint has no tensor '{n}'"))))
+            .map(|n| by_name.get(n.as_str()).copied().ok_or_else(|| Error::Invalid(format!("the checkpoint has no tensor '{n}'"))))
             .collect::<Result<Vec<_>>>()?;
-        self.load_values(&values)?;
+        self.load_borrowed_values(&values)?;
         let position: DataPosition = serde_json::from_value(checkpoint.meta.data_position.clone())
             .map_err(|e| Error::Invalid(format!("the checkpoint's data position is unreadable: {e}")))?;
         self.train_data = self.dataset.train_loader(Some(&position))?;
