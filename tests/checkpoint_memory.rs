@@ -3,20 +3,12 @@
 //! Its own test binary, because it reads the peak resident memory of the
 //! process.
 
+mod common;
+use common::resident;
 use dalle_xla::checkpoint::{CheckpointManager, CheckpointMeta, RetentionPolicy, Snapshot, WriteOptions};
 use dalle_xla::host::BlockedTensor;
 use dalle_xla::storage::{self, RetryPolicy};
 use dalle_xla::HostTensor;
-
-/// This process's resident and peak resident memory, in bytes.
-fn resident() -> (usize, usize) {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let field = |name: &str| {
-        let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in /proc/self/status"));
-        line.split_whitespace().nth(1).and_then(|kb| kb.parse::<usize>().ok()).expect("a size in kB") * 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
 
 const MIB: usize = 1 << 20;
 

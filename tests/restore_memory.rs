@@ -7,16 +7,6 @@ use common::*;
 use dalle_xla::models::dallebart::{TrainConfig, Trainer};
 use dalle_xla::train::Trainable;
 
-/// This process's resident and peak resident memory, in bytes.
-fn resident() -> (usize, usize) {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let field = |name: &str| {
-        let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in /proc/self/status"));
-        line.split_whitespace().nth(1).and_then(|kb| kb.parse::<usize>().ok()).expect("a size in kB") * 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 const MIB: f64 = (1 << 20) as f64;
 
 #[test]

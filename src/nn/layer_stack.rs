@@ -106,17 +106,7 @@ fn scan_layers(vb: &VarBuilder, h: &Tensor, extras: &[Tensor], specs: &[ParamSpe
     carries.extend(&stacked);
     let n_extras = extras.len();
     let out = fori_loop(0, weights.len() as i64, &carries, |i, c| {
-        let zero = i.zeros_like()?;
-        let rows: Vec<Tensor> = c[1 + n_extras..]
-            .iter()
-            .map(|s| {
-                let mut starts = vec![i];
-                starts.extend(std::iter::repeat(&zero).take(s.rank() - 1));
-                let mut sizes = s.shape().to_vec();
-                sizes[0] = 1;
-                s.dynamic_slice(&starts, &sizes)?.squeeze(0)
-            })
-            .collect::<Result<_>>()?;
+        let rows: Vec<Tensor> = c[1 + n_extras..].iter().map(|s| s.dynamic_index(i)).collect::<Result<_>>()?;
         let l = bound(i.graph(), vb, specs, &rows);
         let mut next = vec![layer(&l, &c[0], &c[1..1 + n_extras])?];
         // Masks, encoder states and weights pass through unchanged, which is

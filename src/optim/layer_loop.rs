@@ -78,17 +78,7 @@ pub(super) fn update_stack(
     let written: Vec<usize> = std::iter::once(2).chain((0..updated).map(|k| 4 + k)).collect();
     let partitions = s.partitions;
     let out = fori_loop(0, members.len() as i64, &carries, |i, c| {
-        let zero = i.zeros_like()?;
-        let rows: Vec<Tensor> = c[2..]
-            .iter()
-            .map(|t| {
-                let mut starts = vec![i];
-                starts.extend(std::iter::repeat(&zero).take(t.rank() - 1));
-                let mut sizes = t.shape().to_vec();
-                sizes[0] = 1;
-                t.dynamic_slice(&starts, &sizes)?.squeeze(0)
-            })
-            .collect::<Result<_>>()?;
+        let rows: Vec<Tensor> = c[2..].iter().map(|t| t.dynamic_index(i)).collect::<Result<_>>()?;
         let scalars = StepScalars { lr: &c[0], count: &c[1], partitions };
         let new = step(&rows[0], &rows[1], &rows[2..], &scalars)?;
         if new.len() != written.len() {
@@ -96,9 +86,7 @@ pub(super) fn update_stack(
         }
         let mut next = c.to_vec();
         for (value, &at) in new.iter().zip(&written) {
-            let mut starts = vec![i];
-            starts.extend(std::iter::repeat(&zero).take(value.rank()));
-            next[at] = c[at].dynamic_update_slice(&value.cast(c[at].dtype())?.unsqueeze(0)?, &starts)?;
+            next[at] = c[at].dynamic_update_index(i, &value.cast(c[at].dtype())?)?;
         }
         Ok(next)
     })?;

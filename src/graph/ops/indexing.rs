@@ -488,6 +488,28 @@ impl Tensor {
         inputs.extend(starts.iter());
         self.graph.apply1(DynamicUpdateSlice, &inputs)
     }
+
+    /// Entry `index` (a scalar integer, clamped) along the first axis, that
+    /// axis removed: layer `index` of a `[layers, ...]` stack.
+    pub fn dynamic_index(&self, index: &Tensor) -> Result<Tensor> {
+        let zero = index.zeros_like()?;
+        let mut starts = vec![index];
+        starts.extend(std::iter::repeat(&zero).take(self.rank().saturating_sub(1)));
+        let mut sizes = self.shape().to_vec();
+        if let Some(first) = sizes.first_mut() {
+            *first = 1;
+        }
+        self.dynamic_slice(&starts, &sizes)?.squeeze(0)
+    }
+
+    /// `self` with entry `index` along the first axis replaced by `value`
+    /// (whose shape is that of an entry): the inverse of [`dynamic_index`](Self::dynamic_index).
+    pub fn dynamic_update_index(&self, index: &Tensor, value: &Tensor) -> Result<Tensor> {
+        let zero = index.zeros_like()?;
+        let mut starts = vec![index];
+        starts.extend(std::iter::repeat(&zero).take(value.rank()));
+        self.dynamic_update_slice(&value.unsqueeze(0)?, &starts)
+    }
 }
 
 /// StableHLO needs all start indices of one dtype: integer starts are cast to
