@@ -166,6 +166,9 @@ fn sigkill_at_random_moments_then_rerunning_ends_bit_identical() {
     let (mut kills, mut passed_over, mut left_partial) = (0, 0, 0);
     for round in 0.. {
         assert!(round < 12, "the run did not finish after {round} rounds");
+        // A COMMIT the killed process sent whole lands once its delay is
+        // over: list the bucket only after that.
+        fake.wait_idle();
         let before = StepDirs::of(&run);
         let mut process = TrainProcess::spawn(gcs_command(&fake, url, &sets));
         let mut killed = false;
@@ -181,6 +184,7 @@ fn sigkill_at_random_moments_then_rerunning_ends_bit_identical() {
         passed_over += assert_resumed_from_newest_commit(&before, &log);
         if killed && !status.success() {
             kills += 1;
+            fake.wait_idle();
             let after = StepDirs::of(&run);
             if after.uncommitted.iter().any(|s| Some(*s) > after.newest_committed()) {
                 left_partial += 1;

@@ -72,6 +72,8 @@ struct State {
     log: Vec<Logged>,
     /// (method, key) of every request as it arrives, before faults and delays.
     arrivals: Vec<(String, String)>,
+    /// Requests being handled (a `Delay` fault's among them).
+    in_flight: usize,
     page_size: Option<usize>,
 }
 
@@ -85,7 +87,11 @@ impl GcsFake {
     pub fn start() -> GcsFake {
         let state = Arc::new(Mutex::new(State { next_generation: 1, ..Default::default() }));
         let s = state.clone();
-        let handler: Handler = Arc::new(move |req: &Request| handle(&s, req));
+        let handler: Handler = Arc::new(move |req: &Request| {
+            let reply = handle(&s, req);
+            s.lock().unwrap_or_else(|e| e.into_inner()).in_flight -= 1;
+            reply
+        });
         GcsFake { state, server: Arc::new(Server::start(handler)) }
     }
 
@@ -167,6 +173,17 @@ impl GcsFake {
         self.lock().log.clear();
     }
 
+    /// Waits until no request is being handled: a request a killed client
+    /// sent whole (held by a `Delay` fault, say) still lands after the client
+    /// is gone, and what the bucket holds is only settled once it has.
+    pub fn wait_idle(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.lock().in_flight > 0 {
+            assert!(std::time::Instant::now() < deadline, "the GCS fake was still handling requests after 30 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Multipart uploads started and neither completed nor aborted.
     pub fn open_uploads(&self) -> usize {
         self.lock().uploads.len()
@@ -191,6 +208,7 @@ fn handle(state: &Mutex<State>, req: &Request) -> Reply {
     let fault = {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         st.arrivals.push((req.method.clone(), key.clone()));
+        st.in_flight += 1;
         take_fault(&mut st, &req.method, &key)
     };
     let log = |status: u16| {
