@@ -28,7 +28,7 @@ pub use inverse_root::{inverse_pth_root, inverse_pth_roots, inverse_pth_roots_in
 use std::collections::BTreeMap;
 
 use super::{layer_loop, Optimizer, StateInit, StateSpec, StepScalars};
-use crate::graph::{while_loop, Function, Result, Tensor, TensorType};
+use crate::graph::{optimization_barrier, while_loop, Function, Result, Tensor, TensorType};
 use crate::DType;
 use blocks::Blocks;
 
@@ -163,7 +163,14 @@ impl Shampoo {
         }
         let cond = Function::build("shampoo_refresh_due", &types, |c| Ok(vec![c[0].clone()]))?;
         let body = Function::build("shampoo_refresh", &types, |c| {
-            let (stats, prev) = (&c[1..=n], &c[n + 1..]);
+            // The statistics pass through this loop unchanged, so XLA's
+            // loop-invariant code motion would hoist the whole refresh out of
+            // it and run it on every step. Read through one barrier with the
+            // flag the body flips, they vary with the loop, and the refresh
+            // stays inside it.
+            let flagged: Vec<&Tensor> = c[..=n].iter().collect();
+            let fenced = optimization_barrier(&flagged)?;
+            let (stats, prev) = (&fenced[1..], &c[n + 1..]);
             let mut fresh = prev.to_vec();
             for (&(size, root), members) in &groups {
                 let members_stats: Vec<&Tensor> = members.iter().map(|&k| &stats[k]).collect();
@@ -183,7 +190,7 @@ impl Shampoo {
                 }
             }
             let mut out = vec![c[0].not()?];
-            out.extend(stats.iter().cloned());
+            out.extend(c[1..=n].iter().cloned());
             out.extend(fresh);
             Ok(out)
         })?;
