@@ -49,8 +49,10 @@ fn saving_holds_a_few_parts_not_the_file() {
     let report = manager.wait().unwrap().expect("saved");
     let extra = resident().1.saturating_sub(before);
     assert!(report.bytes > 32 * MIB as u64, "{report:?}");
-    // 4 parts of 1 MiB in flight and bookkeeping; a file built in memory would be 32 MiB.
-    assert!(extra < 8 * MIB, "saving a 32 MiB file held {:.1} MiB at its peak", extra as f64 / MIB as f64);
+    // 4 parts of 1 MiB in flight and bookkeeping, measured in the allocator's
+    // 2 MiB steps (4.2, 6.2 and once 8.2 MiB); a file built in memory would
+    // add 32 MiB (40 MiB measured).
+    assert!(extra < 16 * MIB, "saving a 32 MiB file held {:.1} MiB at its peak", extra as f64 / MIB as f64);
 
     let restored = manager.restore(7).unwrap();
     assert_eq!(restored.tensors[0].1, big.to_whole());
