@@ -93,8 +93,9 @@ impl TrialRunner for TrainerRunner {
         self.programs = Some((key, trainer.programs()));
         let config_yaml = serde_yaml::to_string(&config).map_err(|e| Error::Invalid(format!("trial {}: config to YAML: {e}", trial.id)))?;
         let (mut run, restored) = RunDir::open_with(&run_dir.url, &config.storage, &config_yaml, &config.checkpoint, &trainer.tensor_types())?;
-        if let Some(ckpt) = &restored {
-            trainer.restore(ckpt)?;
+        // Taken by value, so the checkpoint's host copy is freed before training.
+        if let Some(ckpt) = restored {
+            trainer.restore(&ckpt)?;
         }
         tracing::info!(
             "trial {} ({}): steps {}..{budget_steps} on device(s) {:?}",

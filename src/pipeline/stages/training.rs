@@ -37,8 +37,9 @@ pub fn train(model: &mut dyn Trainable, what: &str, config: &impl StageTraining,
     let (train, checkpoint, storage) = config.sections();
     let yaml = serde_yaml::to_string(config).map_err(|e| Error::Invalid(format!("serialising the {what} config: {e}")))?;
     let (mut run, restored) = RunDir::open_with(&train.run_dir, storage, &yaml, checkpoint, &model.tensor_types())?;
-    if let Some(checkpoint) = &restored {
-        model.restore(checkpoint)?;
+    // Taken by value, so the checkpoint's host copy is freed before training.
+    if let Some(checkpoint) = restored {
+        model.restore(&checkpoint)?;
     }
     tracing::info!("{what}: steps {}..{} in {}", model.step(), train.steps, train.run_dir);
     let options = FitOptions { train, checkpoint, stop, title: format!("{what} ({})", train.run_dir) };
