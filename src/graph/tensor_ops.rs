@@ -242,6 +242,11 @@ impl Tensor {
         let a = first.axis(axis)?;
         first.graph.apply1(Concatenate(a), tensors)
     }
+    /// `[n, ...]` from `n` tensors of one shape, along a new leading axis.
+    pub fn stack(tensors: &[&Tensor]) -> Result<Tensor> {
+        let rows: Vec<Tensor> = tensors.iter().map(|t| t.unsqueeze(0)).collect::<Result<_>>()?;
+        Tensor::concat(&rows.iter().collect::<Vec<_>>(), 0)
+    }
     pub fn reverse(&self, axes: &[i64]) -> Result<Tensor> {
         let axes = axes_of(self, axes)?;
         self.graph.apply1(Reverse(axes), &[self])

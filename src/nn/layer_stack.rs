@@ -7,7 +7,7 @@
 //!   and one traced layer body runs in a loop over them, so the program (and
 //!   its compile time) does not grow with depth. Its backward pass keeps
 //!   each layer's input and recomputes the layer, like the rematerialised one.
-//!   The stacks are recorded in the builder (`VarBuilder::stacks`), so that
+//!   The stacks are recorded in the builder (`VarBuilder::record_stack`), so that
 //!   the optimizer updates them in a loop too.
 
 use super::vars::{ParamSpec, VarBuilder};
@@ -95,12 +95,7 @@ fn remat_layers(vb: &VarBuilder, h: &Tensor, extras: &[Tensor], specs: &[ParamSp
 fn scan_layers(vb: &VarBuilder, h: &Tensor, extras: &[Tensor], specs: &[ParamSpec], weights: &[Vec<Tensor>], layer: &Layer) -> Result<Tensor> {
     // [layers, ...] per parameter; the gradient of the stacking hands each
     // layer's slice back to its own parameter.
-    let stacked: Vec<Tensor> = (0..specs.len())
-        .map(|k| {
-            let rows: Vec<Tensor> = weights.iter().map(|w| w[k].unsqueeze(0)).collect::<Result<_>>()?;
-            Tensor::concat(&rows.iter().collect::<Vec<_>>(), 0)
-        })
-        .collect::<Result<_>>()?;
+    let stacked: Vec<Tensor> = (0..specs.len()).map(|k| Tensor::stack(&weights.iter().map(|w| &w[k]).collect::<Vec<_>>())).collect::<Result<_>>()?;
     let mut carries: Vec<&Tensor> = vec![h];
     carries.extend(extras);
     carries.extend(&stacked);

@@ -121,12 +121,8 @@ impl VarBuilder {
         self.registry.borrow_mut().stacks.push(names);
     }
 
-    /// The scanned layer stacks recorded so far (see [`record_stack`](Self::record_stack)).
-    pub fn stacks(&self) -> Vec<Vec<String>> {
-        self.registry.borrow().stacks.clone()
-    }
-
-    /// [`stacks`](Self::stacks) as positions in [`specs`](Self::specs).
+    /// The scanned layer stacks recorded so far (see
+    /// [`record_stack`](Self::record_stack)) as positions in [`specs`](Self::specs).
     pub fn stack_indices(&self) -> Vec<Vec<usize>> {
         let reg = self.registry.borrow();
         let at: BTreeMap<&str, usize> = reg.specs.iter().enumerate().map(|(k, s)| (s.name.as_str(), k)).collect();

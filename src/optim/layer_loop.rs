@@ -9,12 +9,6 @@
 use super::StepScalars;
 use crate::graph::{fori_loop, optimization_barrier, GraphError, Result, Tensor};
 
-/// `[layers, ...]` from one tensor per layer.
-fn stack(layers: &[&Tensor]) -> Result<Tensor> {
-    let rows: Vec<Tensor> = layers.iter().map(|t| t.unsqueeze(0)).collect::<Result<_>>()?;
-    Tensor::concat(&rows.iter().collect::<Vec<_>>(), 0)
-}
-
 /// Layer `layer` of a stack.
 fn row(stacked: &Tensor, layer: i64) -> Result<Tensor> {
     let mut start = vec![0; stacked.rank()];
@@ -68,7 +62,7 @@ pub(super) fn update_stack(
     let inputs = after(&inputs, before)?;
     let per_member = 2 + n_state;
     let stacked: Vec<Tensor> = (0..per_member)
-        .map(|k| stack(&inputs.chunks(per_member).map(|c| &c[k]).collect::<Vec<_>>()))
+        .map(|k| Tensor::stack(&inputs.chunks(per_member).map(|c| &c[k]).collect::<Vec<_>>()))
         .collect::<Result<_>>()?;
     // Carries: the step's scalars (a loop body sees only its carries), then
     // the stacked param, grad and states; the param and the first `updated`
