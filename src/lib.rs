@@ -26,13 +26,9 @@ pub mod sweep;
 pub mod train;
 pub mod weights;
 
-/// Every allocation of the process, the PJRT plugin's C and C++ ones included
-/// (mimalloc's `override` exports `malloc`, `free` and the rest from the
-/// executable, ahead of glibc's): XLA's CPU runtime allocates and frees
-/// buffers every step, and glibc's malloc took about 12% of the `tiny`
-/// training step's CPU time.
+/// mimalloc for every allocation of the process, Rust's counted: see [`host::heap`].
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: host::heap::CountingHeap = host::heap::CountingHeap;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

@@ -1,6 +1,7 @@
 //! Dense row-major arrays on the host: what goes into and comes out of programs.
 
 mod blocks;
+pub mod heap;
 
 pub use blocks::BlockedTensor;
 pub(crate) use blocks::block_runs;

@@ -176,13 +176,3 @@ pub fn optimizer_steps_stacked(opt: &dyn Optimizer, parameters: &[(&HostTensor, 
         .map(|(history, (sp, sv))| (history, sp.iter().zip(sv).map(|(s, v)| (s.suffix.clone(), v.to_f64_vec())).collect()))
         .collect()
 }
-
-/// This process's resident and peak resident memory, in bytes.
-pub fn resident() -> (usize, usize) {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let field = |name: &str| {
-        let line = status.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in /proc/self/status"));
-        line.split_whitespace().nth(1).and_then(|kb| kb.parse::<usize>().ok()).expect("a size in kB") * 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
