@@ -2,11 +2,11 @@
 //! Hugging Face CLIP checkpoint directory) and `dalle train-clip`.
 
 use super::common::DeviceArgs;
-use super::training::{finish, lease_run_dir, open_run, progress_bar, StopHandling};
+use super::training::{finish, progress_bar, StopHandling};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use dalle_xla::models::clip::{export_hf, ClipTrainConfig, ClipTrainer, Scorer, ScorerOptions};
-use dalle_xla::train::{fit, FitOptions, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
+use dalle_xla::train::{fit, FitOptions, RunDir, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
 use std::path::{Path, PathBuf};
 
 /// Where `dalle train-clip` exports the trained model in a run directory.
@@ -35,10 +35,10 @@ pub fn train(args: TrainClipArgs) -> anyhow::Result<()> {
     let (config, tree) = ClipTrainConfig::load(&args.config, &overrides)?;
     let stop = StopHandling::install(&config.checkpoint)?;
     // A bad run URL, storage setting or credential should fail now, not after compiling the model.
-    let lease = lease_run_dir(&config.train.run_dir, &config.storage)?;
+    let lease = RunDir::lease(&config.train.run_dir, &config.storage)?;
     let client = args.device.client()?;
     let mut trainer = ClipTrainer::new(&client, config.clone())?;
-    let mut run = open_run(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
+    let mut run = RunDir::resume(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
     tracing::info!(
         "training a {:.2}M-parameter CLIP on {} {} device(s), global batch {}, steps {}..{}",
         trainer.parameter_count() as f64 / 1e6,

@@ -2,10 +2,10 @@
 //! resuming the run if it already has a committed checkpoint.
 
 use super::common::DeviceArgs;
-use super::training::{finish, lease_run_dir, open_run, progress_bar, StopHandling};
+use super::training::{finish, progress_bar, StopHandling};
 use clap::Args;
 use dalle_xla::models::dallebart::{TrainConfig, Trainer};
-use dalle_xla::train::{fit, FitOptions, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
+use dalle_xla::train::{fit, FitOptions, RunDir, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -36,7 +36,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let (config, tree) = TrainConfig::load(&args.config, &overrides)?;
     let stop = StopHandling::install(&config.checkpoint)?;
     // A bad run URL, storage setting or credential should fail now, not after compiling the model.
-    let lease = lease_run_dir(&config.train.run_dir, &config.storage)?;
+    let lease = RunDir::lease(&config.train.run_dir, &config.storage)?;
     let mut client = args.device.client()?;
     if args.compile_cache_in_run {
         let Some(local) = client.compile_cache() else {
@@ -48,7 +48,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         client = client.with_compile_cache(Some(cache));
     }
     let mut trainer = Trainer::new(&client, config.clone())?;
-    let mut run = open_run(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
+    let mut run = RunDir::resume(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
     tracing::info!(
         "training {:.2}M parameters on {} {} device(s), global batch {}, steps {}..{}",
         trainer.parameter_count() as f64 / 1e6,

@@ -1,11 +1,9 @@
-//! What every training command shares: the stop signal, opening (and resuming)
-//! the run directory, the progress bar, and turning the loop's outcome into a
-//! message and an exit status.
+//! What every training command shares: the stop signal, the progress bar, and
+//! turning the loop's outcome into a message and an exit status.
 
 use super::ExitStatus;
 use dalle_xla::checkpoint::{CheckpointConfig, MetadataWatcher, StopSignal};
-use dalle_xla::storage::{Lease, StorageOptions};
-use dalle_xla::train::{Outcome, RunDir, Trainable};
+use dalle_xla::train::{Outcome, RunDir};
 use indicatif::{ProgressBar, ProgressStyle};
 use object_store::ObjectStoreExt;
 
@@ -23,24 +21,6 @@ impl StopHandling {
         let watcher = if checkpoint.watch_metadata { Some(MetadataWatcher::start(checkpoint.metadata_watcher(), signal.clone())?) } else { None };
         Ok(StopHandling { signal, _watcher: watcher })
     }
-}
-
-/// Fails fast, before compiling anything, when the run directory's URL,
-/// storage settings or credentials are unusable (waits give way to a stop),
-/// or when another process is training into it; returns the run's writer lease.
-pub fn lease_run_dir(url: &str, storage: &StorageOptions) -> anyhow::Result<Lease> {
-    tracing::info!("checking access to {url} and taking its writer lease");
-    Ok(RunDir::lease(url, storage)?)
-}
-
-/// Opens the run at `url` (whose `lease` this process holds) and, when it has
-/// a committed checkpoint, restores `model` from it.
-pub fn open_run(model: &mut dyn Trainable, url: &str, storage: &StorageOptions, config_yaml: &str, checkpoint: &CheckpointConfig, lease: Lease) -> anyhow::Result<RunDir> {
-    let (run, restored) = RunDir::open_leased(url, storage, config_yaml, checkpoint, &model.tensor_types(), lease)?;
-    if let Some(ckpt) = &restored {
-        model.restore(ckpt)?;
-    }
-    Ok(run)
 }
 
 pub fn progress_bar(total: u64, position: u64) -> ProgressBar {

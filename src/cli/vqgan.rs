@@ -3,12 +3,12 @@
 //! tokens) and `dalle decode` (tokens back to PNG files).
 
 use super::common::DeviceArgs;
-use super::training::{finish, lease_run_dir, open_run, progress_bar, StopHandling};
+use super::training::{finish, progress_bar, StopHandling};
 use anyhow::Context;
 use clap::Args;
 use dalle_xla::data::images::{save_png, ImageIndex};
 use dalle_xla::models::vqgan::{encode_dataset, open_vqgan, psnr, read_tokens, weights_file, weights_sha256, EncodeOptions, VqganCodec, VqganTrainConfig, VqganTrainer, WEIGHTS_FILE};
-use dalle_xla::train::{fit, FitOptions, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
+use dalle_xla::train::{fit, FitOptions, RunDir, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
 use dalle_xla::HostTensor;
 use std::path::{Path, PathBuf};
 
@@ -34,11 +34,11 @@ pub fn train(args: TrainVqganArgs) -> anyhow::Result<()> {
     }
     let (config, tree) = VqganTrainConfig::load(&args.config, &overrides)?;
     let stop = StopHandling::install(&config.checkpoint)?;
-    let lease = lease_run_dir(&config.train.run_dir, &config.storage)?;
+    let lease = RunDir::lease(&config.train.run_dir, &config.storage)?;
     let client = args.device.client()?;
     let mut trainer = VqganTrainer::new(&client, config.clone())?;
     trainer.stop_on(stop.signal.clone());
-    let mut run = open_run(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
+    let mut run = RunDir::resume(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
     tracing::info!(
         "training a {:.2}M-parameter VQGAN on {} {} device(s), global batch {}, steps {}..{}",
         trainer.parameter_count() as f64 / 1e6,

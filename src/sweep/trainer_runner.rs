@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::pjrt::Client;
 use crate::storage::Location;
 use crate::models::dallebart::{StepPrograms, TrainConfig, Trainer};
-use crate::train::{fit, FitOptions, Outcome, RunDir, Trainable};
+use crate::train::{fit, FitOptions, Outcome, RunDir};
 use serde_yaml::Value;
 use std::sync::Arc;
 use std::time::Instant;
@@ -92,11 +92,8 @@ impl TrialRunner for TrainerRunner {
         let mut trainer = Trainer::with_programs(&self.client, config.clone(), reusable)?;
         self.programs = Some((key, trainer.programs()));
         let config_yaml = serde_yaml::to_string(&config).map_err(|e| Error::Invalid(format!("trial {}: config to YAML: {e}", trial.id)))?;
-        let (mut run, restored) = RunDir::open_with(&run_dir.url, &config.storage, &config_yaml, &config.checkpoint, &trainer.tensor_types())?;
-        // Taken by value, so the checkpoint's host copy is freed before training.
-        if let Some(ckpt) = restored {
-            trainer.restore(&ckpt)?;
-        }
+        let lease = RunDir::lease(&run_dir.url, &config.storage)?;
+        let mut run = RunDir::resume(&mut trainer, &run_dir.url, &config.storage, &config_yaml, &config.checkpoint, lease)?;
         tracing::info!(
             "trial {} ({}): steps {}..{budget_steps} on device(s) {:?}",
             trial.id,

@@ -9,6 +9,7 @@
 //! directory without a `RunDir` can call [`crate::storage::Lease::acquire`].
 
 use super::metrics::MetricsLog;
+use super::Trainable;
 use crate::checkpoint::{changed_config_keys, check_compatible, CheckpointConfig, CheckpointManager, Checkpoint};
 use crate::error::{Error, Result};
 use crate::graph::TensorType;
@@ -34,33 +35,42 @@ impl RunDir {
     /// committed checkpoint, if any, after checking that its tensors have the
     /// `expected` names and shapes. Returns the run and that checkpoint.
     pub fn open(url: &str, config_yaml: &str, checkpoint: &CheckpointConfig, expected: &[(String, TensorType)]) -> Result<(RunDir, Option<Checkpoint>)> {
-        Self::open_with(url, &StorageOptions::default(), config_yaml, checkpoint, expected)
+        let storage = StorageOptions::default();
+        Self::open_leased(url, &storage, config_yaml, checkpoint, expected, Self::lease(url, &storage)?)
     }
 
-    /// Like [`Self::open`], with the store's retry policy and endpoints from
-    /// `storage` (a config's `storage:` section); checkpoint writes retry with
-    /// the same policy.
-    pub fn open_with(
+    /// Opens the run at `url` for `model` with the writer lease taken by
+    /// [`Self::lease`], and restores the run's newest checkpoint into it, if
+    /// any. The checkpoint's host copy is freed before this returns, so
+    /// training does not hold it beside the devices' state.
+    pub fn resume(
+        model: &mut dyn Trainable,
         url: &str,
         storage: &StorageOptions,
         config_yaml: &str,
         checkpoint: &CheckpointConfig,
-        expected: &[(String, TensorType)],
-    ) -> Result<(RunDir, Option<Checkpoint>)> {
-        let lease = Self::lease(url, storage)?;
-        Self::open_leased(url, storage, config_yaml, checkpoint, expected, lease)
+        lease: Lease,
+    ) -> Result<RunDir> {
+        let (run, restored) = Self::open_leased(url, storage, config_yaml, checkpoint, &model.tensor_types(), lease)?;
+        if let Some(restored) = restored {
+            model.restore(&restored)?;
+        }
+        Ok(run)
     }
 
     /// Checks that the store of `url` can be used (credentials, endpoint) and
     /// takes the run's writer lease. Commands take it before compiling, so a
-    /// second writer is refused at once, and hand it to [`Self::open_leased`].
+    /// second writer is refused at once, and hand it to [`Self::resume`].
     pub fn lease(url: &str, storage: &StorageOptions) -> Result<Lease> {
+        tracing::info!("checking access to {url} and taking its writer lease");
         let location = storage::open_with(url, storage)?;
         storage::check_access(url, storage)?;
         Ok(Lease::acquire(&location, &storage.lease, &writer_purpose())?)
     }
 
-    /// Like [`Self::open_with`], with the writer lease already taken by [`Self::lease`].
+    /// Like [`Self::open`], with the store's retry policy and endpoints from
+    /// `storage` (a config's `storage:` section; checkpoint writes retry with
+    /// the same policy) and the writer lease already taken by [`Self::lease`].
     pub fn open_leased(
         url: &str,
         storage: &StorageOptions,

@@ -36,11 +36,7 @@ impl StageTraining for crate::models::clip::ClipTrainConfig {
 pub fn train(model: &mut dyn Trainable, what: &str, config: &impl StageTraining, stop: &StopSignal) -> Result<std::result::Result<RunDir, StageEnd>> {
     let (train, checkpoint, storage) = config.sections();
     let yaml = serde_yaml::to_string(config).map_err(|e| Error::Invalid(format!("serialising the {what} config: {e}")))?;
-    let (mut run, restored) = RunDir::open_with(&train.run_dir, storage, &yaml, checkpoint, &model.tensor_types())?;
-    // Taken by value, so the checkpoint's host copy is freed before training.
-    if let Some(checkpoint) = restored {
-        model.restore(&checkpoint)?;
-    }
+    let mut run = RunDir::resume(model, &train.run_dir, storage, &yaml, checkpoint, RunDir::lease(&train.run_dir, storage)?)?;
     tracing::info!("{what}: steps {}..{} in {}", model.step(), train.steps, train.run_dir);
     let options = FitOptions { train, checkpoint, stop, title: format!("{what} ({})", train.run_dir) };
     let outcome = fit(model, &mut run, &options, |m: &StepMetrics| {
