@@ -93,8 +93,42 @@ pub(super) fn update_stack(
         .collect()
 }
 
-/// Every parameter's update by `update`, stacks (see [`update_stack`]) in one
-/// loop each, one stack after another; the other parameters one by one.
+/// What an optimizer updates in one go: the same tensor of every layer of a
+/// stack, or a parameter alone.
+pub(super) enum Unit<'a> {
+    Stack(&'a [usize]),
+    Single(usize),
+}
+
+/// The parameters as units, in parameter order (a stack at its first
+/// member), after checking that `stacks` index distinct parameters of one
+/// type and state layout each.
+pub(super) fn units<'a>(params: &[Tensor], states: &[Vec<Tensor>], stacks: &'a [Vec<usize>]) -> Result<Vec<Unit<'a>>> {
+    let mut stack_of: Vec<Option<usize>> = vec![None; params.len()];
+    for (s, members) in stacks.iter().enumerate() {
+        let Some(&first) = members.first() else { return Err(GraphError::op("update_stack", "an empty layer stack")) };
+        for &m in members {
+            if m >= params.len() || stack_of[m].is_some() {
+                return Err(GraphError::op("update_stack", format!("parameter {m} is out of range or in two stacks")));
+            }
+            stack_of[m] = Some(s);
+            let same_state = states[m].len() == states[first].len() && states[m].iter().zip(&states[first]).all(|(a, b)| a.ty() == b.ty());
+            if params[m].ty() != params[first].ty() || !same_state {
+                return Err(GraphError::op("update_stack", format!("parameters {first} and {m} of one stack differ in type or state")));
+            }
+        }
+    }
+    Ok((0..params.len())
+        .filter_map(|k| match stack_of[k] {
+            None => Some(Unit::Single(k)),
+            Some(s) if stacks[s][0] == k => Some(Unit::Stack(&stacks[s])),
+            Some(_) => None,
+        })
+        .collect())
+}
+
+/// Every parameter's update by `update`: a stack (see [`update_stack`]) in
+/// one loop, one stack after another; the other parameters one by one.
 pub(super) fn update_all_with_stacks(
     params: &[Tensor],
     grads: &[Tensor],
@@ -105,41 +139,21 @@ pub(super) fn update_all_with_stacks(
 ) -> Result<Vec<(Tensor, Vec<Tensor>)>> {
     let mut out: Vec<Option<(Tensor, Vec<Tensor>)>> = vec![None; params.len()];
     let mut before: Vec<Tensor> = Vec::new();
-    for members in stacks {
-        let n_state = states[members[0]].len();
-        let step = |p: &Tensor, g: &Tensor, st: &[Tensor], sc: &StepScalars| {
-            let (np, ns) = update(p, g, st, sc)?;
-            Ok(std::iter::once(np).chain(ns).collect())
-        };
-        let done = update_stack(members, params, grads, states, n_state, s, &before, step)?;
-        before = done.last().map(|(p, _)| vec![p.clone()]).unwrap_or_default();
-        for (&m, r) in members.iter().zip(done) {
-            out[m] = Some(r);
-        }
-    }
-    for (k, slot) in out.iter_mut().enumerate() {
-        if slot.is_none() {
-            *slot = Some(update(&params[k], &grads[k], &states[k], s)?);
+    for unit in units(params, states, stacks)? {
+        match unit {
+            Unit::Stack(members) => {
+                let step = |p: &Tensor, g: &Tensor, st: &[Tensor], sc: &StepScalars| {
+                    let (np, ns) = update(p, g, st, sc)?;
+                    Ok(std::iter::once(np).chain(ns).collect())
+                };
+                let done = update_stack(members, params, grads, states, states[members[0]].len(), s, &before, step)?;
+                before = done.last().map(|(p, _)| vec![p.clone()]).unwrap_or_default();
+                for (&m, r) in members.iter().zip(done) {
+                    out[m] = Some(r);
+                }
+            }
+            Unit::Single(k) => out[k] = Some(update(&params[k], &grads[k], &states[k], s)?),
         }
     }
     Ok(out.into_iter().map(|r| r.expect("every parameter updated")).collect())
-}
-
-/// Checks that `stacks` index distinct parameters of one type each.
-pub(super) fn check_stacks(params: &[Tensor], states: &[Vec<Tensor>], stacks: &[Vec<usize>]) -> Result<()> {
-    let mut seen = vec![false; params.len()];
-    for members in stacks {
-        let Some(&first) = members.first() else { return Err(GraphError::op("update_stack", "an empty layer stack")) };
-        for &m in members {
-            if m >= params.len() || seen[m] {
-                return Err(GraphError::op("update_stack", format!("parameter {m} is out of range or in two stacks")));
-            }
-            seen[m] = true;
-            let same_state = states[m].len() == states[first].len() && states[m].iter().zip(&states[first]).all(|(a, b)| a.ty() == b.ty());
-            if params[m].ty() != params[first].ty() || !same_state {
-                return Err(GraphError::op("update_stack", format!("parameters {first} and {m} of one stack differ in type or state")));
-            }
-        }
-    }
-    Ok(())
 }

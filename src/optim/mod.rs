@@ -89,7 +89,6 @@ pub trait Optimizer {
     /// together overrides it (Shampoo stacks every parameter's inverse roots
     /// into one loop).
     fn update_all(&self, params: &[Tensor], grads: &[Tensor], states: &[Vec<Tensor>], s: &StepScalars, stacks: &[Vec<usize>]) -> Result<Vec<(Tensor, Vec<Tensor>)>> {
-        layer_loop::check_stacks(params, states, stacks)?;
         layer_loop::update_all_with_stacks(params, grads, states, s, stacks, |p, g, st, sc| self.update(p, g, st, sc))
     }
 }

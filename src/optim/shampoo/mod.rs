@@ -287,7 +287,6 @@ impl Optimizer for Shampoo {
     }
 
     fn update_all(&self, params: &[Tensor], grads: &[Tensor], states: &[Vec<Tensor>], s: &StepScalars, stacks: &[Vec<usize>]) -> Result<Vec<(Tensor, Vec<Tensor>)>> {
-        layer_loop::check_stacks(params, states, stacks)?;
         // The reference counts steps from 0.
         let step_of = |count: &Tensor| count.cast(DType::F32)?.add_scalar(-1.0);
         let step = step_of(s.count)?;
@@ -300,37 +299,39 @@ impl Optimizer for Shampoo {
         // many as the scheduler overlaps.
         let mut before: Vec<Tensor> = Vec::new();
         let fence = |q: &Pending| std::iter::once(q.new_param.clone()).chain(q.stats.iter().cloned()).collect::<Vec<_>>();
-        let stack_at: BTreeMap<usize, &Vec<usize>> = stacks.iter().map(|m| (m[0], m)).collect();
-        let in_stack: std::collections::BTreeSet<usize> = stacks.iter().flatten().copied().collect();
-        for k in 0..params.len() {
-            if let Some(members) = stack_at.get(&k) {
-                // One loop over the layers: the statistics and momenta are
-                // written, the preconditioners only read (the refresh below
-                // replaces them for every parameter at once).
-                let n_stats = (states[k].len() - 3) / 2;
-                let step = |p: &Tensor, g: &Tensor, st: &[Tensor], sc: &StepScalars| {
-                    let q = self.step_one(p, g, st, sc, &step_of(sc.count)?)?;
-                    Ok(std::iter::once(q.new_param).chain(q.first_order).chain(q.stats).collect())
-                };
-                let done = layer_loop::update_stack(members, params, grads, states, 3 + n_stats, s, &before, step)?;
-                let root = self.blocks(params[k].shape()).map_or(0, |b| 2 * b.rank() as u32);
-                for (&m, (new_param, mut written)) in members.iter().zip(done) {
-                    let stats = written.split_off(3);
-                    pending[m] = Some(Pending { new_param, first_order: written, stats, preconditioners: states[m][3 + n_stats..].to_vec(), root });
+        for unit in layer_loop::units(params, states, stacks)? {
+            match unit {
+                layer_loop::Unit::Stack(members) => {
+                    let k = members[0];
+                    // One loop over the layers: the statistics and momenta are
+                    // written, the preconditioners only read (the refresh below
+                    // replaces them for every parameter at once).
+                    let n_stats = (states[k].len() - 3) / 2;
+                    let step = |p: &Tensor, g: &Tensor, st: &[Tensor], sc: &StepScalars| {
+                        let q = self.step_one(p, g, st, sc, &step_of(sc.count)?)?;
+                        Ok(std::iter::once(q.new_param).chain(q.first_order).chain(q.stats).collect())
+                    };
+                    let done = layer_loop::update_stack(members, params, grads, states, 3 + n_stats, s, &before, step)?;
+                    let root = self.blocks(params[k].shape()).map_or(0, |b| 2 * b.rank() as u32);
+                    for (&m, (new_param, mut written)) in members.iter().zip(done) {
+                        let stats = written.split_off(3);
+                        pending[m] = Some(Pending { new_param, first_order: written, stats, preconditioners: states[m][3 + n_stats..].to_vec(), root });
+                    }
+                    before = fence(pending[*members.last().expect("a stack has members")].as_ref().expect("stepped"));
                 }
-                before = fence(pending[*members.last().expect("a stack has members")].as_ref().expect("stepped"));
-            } else if !in_stack.contains(&k) {
-                let (p, g, st) = (&params[k], &grads[k], &states[k]);
-                let q = if s.partitions > 1 && !before.is_empty() {
-                    let mut inputs: Vec<&Tensor> = vec![p, g];
-                    inputs.extend(st);
-                    let fenced = layer_loop::after(&inputs, &before)?;
-                    self.step_one(&fenced[0], &fenced[1], &fenced[2..], s, &step)?
-                } else {
-                    self.step_one(p, g, st, s, &step)?
-                };
-                before = fence(&q);
-                pending[k] = Some(q);
+                layer_loop::Unit::Single(k) => {
+                    let (p, g, st) = (&params[k], &grads[k], &states[k]);
+                    let q = if s.partitions > 1 && !before.is_empty() {
+                        let mut inputs: Vec<&Tensor> = vec![p, g];
+                        inputs.extend(st);
+                        let fenced = layer_loop::after(&inputs, &before)?;
+                        self.step_one(&fenced[0], &fenced[1], &fenced[2..], s, &step)?
+                    } else {
+                        self.step_one(p, g, st, s, &step)?
+                    };
+                    before = fence(&q);
+                    pending[k] = Some(q);
+                }
             }
         }
         let pending: Vec<Pending> = pending.into_iter().map(|q| q.expect("every parameter stepped")).collect();
