@@ -2,11 +2,11 @@
 //! Hugging Face CLIP checkpoint directory) and `dalle train-clip`.
 
 use super::common::DeviceArgs;
-use super::training::{finish, progress_bar, StopHandling};
+use super::training::{finish, fit_with_progress, overrides_with_run, Launch, StopHandling};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use dalle_xla::models::clip::{export_hf, ClipTrainConfig, ClipTrainer, Scorer, ScorerOptions};
-use dalle_xla::train::{fit, FitOptions, RunDir, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
+use dalle_xla::train::{FitOptions, RunDir, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
 use std::path::{Path, PathBuf};
 
 /// Where `dalle train-clip` exports the trained model in a run directory.
@@ -28,41 +28,27 @@ pub struct TrainClipArgs {
 }
 
 pub fn train(args: TrainClipArgs) -> anyhow::Result<()> {
-    let mut overrides = args.overrides.clone();
-    if let Some(run) = &args.run {
-        overrides.push(format!("train.run_dir={run}"));
-    }
-    let (config, tree) = ClipTrainConfig::load(&args.config, &overrides)?;
+    let (config, tree) = ClipTrainConfig::load(&args.config, &overrides_with_run(&args.overrides, &args.run))?;
     let stop = StopHandling::install(&config.checkpoint)?;
     // A bad run URL, storage setting or credential should fail now, not after compiling the model.
     let lease = RunDir::lease(&config.train.run_dir, &config.storage)?;
     let client = args.device.client()?;
     let mut trainer = ClipTrainer::new(&client, config.clone())?;
     let mut run = RunDir::resume(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
-    tracing::info!(
-        "training a {:.2}M-parameter CLIP on {} {} device(s), global batch {}, steps {}..{}",
-        trainer.parameter_count() as f64 / 1e6,
-        trainer.replicas,
-        client.platform(),
-        config.train.batch_size,
-        trainer.step,
-        config.train.steps
-    );
-    let progress = progress_bar(config.train.steps, trainer.step);
-    let on_log = |m: &StepMetrics| {
-        progress.set_position(m.step);
+    let launch = Launch {
+        what: format!("a {:.2}M-parameter CLIP", trainer.parameter_count() as f64 / 1e6),
+        replicas: trainer.replicas,
+        platform: &client.platform(),
+        batch_size: config.train.batch_size,
+    };
+    let status = |m: &StepMetrics| {
         let eval = m.eval_loss.map(|e| format!(" eval loss {e:.4}")).unwrap_or_default();
         let acc = m.extra.get("accuracy").copied().unwrap_or(f64::NAN);
         let scale = m.extra.get("logit_scale").copied().unwrap_or(f64::NAN);
-        progress.set_message(format!("loss {:.4} in-batch accuracy {acc:.3} temperature {:.4}{eval} {:.1} images/s", m.loss, (-scale).exp(), m.samples_per_sec));
-        progress.suspend(|| match m.eval_loss {
-            Some(eval_loss) => tracing::info!(step = m.step, loss = m.loss, eval_loss, accuracy = acc, logit_scale = scale, "progress"),
-            None => tracing::info!(step = m.step, loss = m.loss, accuracy = acc, logit_scale = scale, "progress"),
-        });
+        format!("loss {:.4} in-batch accuracy {acc:.3} temperature {:.4}{eval} {:.1} images/s", m.loss, (-scale).exp(), m.samples_per_sec)
     };
     let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop.signal, title: format!("{} ({})", args.config.display(), run.location.url) };
-    let outcome = fit(&mut trainer, &mut run, &options, on_log)?;
-    progress.finish_and_clear();
+    let outcome = fit_with_progress(&mut trainer, &mut run, &options, launch, status)?;
     let skipped = trainer.skipped_images();
     if !skipped.skipped.is_empty() {
         tracing::warn!("{skipped}");

@@ -2,10 +2,10 @@
 //! resuming the run if it already has a committed checkpoint.
 
 use super::common::DeviceArgs;
-use super::training::{finish, progress_bar, StopHandling};
+use super::training::{finish, fit_with_progress, overrides_with_run, Launch, StopHandling};
 use clap::Args;
 use dalle_xla::models::dallebart::{TrainConfig, Trainer};
-use dalle_xla::train::{fit, FitOptions, RunDir, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
+use dalle_xla::train::{FitOptions, RunDir, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -29,11 +29,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let mut overrides = args.overrides.clone();
-    if let Some(run) = &args.run {
-        overrides.push(format!("train.run_dir={run}"));
-    }
-    let (config, tree) = TrainConfig::load(&args.config, &overrides)?;
+    let (config, tree) = TrainConfig::load(&args.config, &overrides_with_run(&args.overrides, &args.run))?;
     let stop = StopHandling::install(&config.checkpoint)?;
     // A bad run URL, storage setting or credential should fail now, not after compiling the model.
     let lease = RunDir::lease(&config.train.run_dir, &config.storage)?;
@@ -49,29 +45,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let mut trainer = Trainer::new(&client, config.clone())?;
     let mut run = RunDir::resume(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
-    tracing::info!(
-        "training {:.2}M parameters on {} {} device(s), global batch {}, steps {}..{}",
-        trainer.parameter_count() as f64 / 1e6,
-        trainer.replicas,
-        client.platform(),
-        config.train.batch_size,
-        trainer.step,
-        config.train.steps
-    );
-
-    let bar = progress_bar(config.train.steps, trainer.step);
-    let on_log = |m: &StepMetrics| {
-        bar.set_position(m.step);
+    let launch = Launch {
+        what: format!("a {:.2}M-parameter DalleBart", trainer.parameter_count() as f64 / 1e6),
+        replicas: trainer.replicas,
+        platform: &client.platform(),
+        batch_size: config.train.batch_size,
+    };
+    let status = |m: &StepMetrics| {
         let eval = m.eval_loss.map(|e| format!(" eval {e:.4}")).unwrap_or_default();
-        bar.set_message(format!("loss {:.4}{eval} lr {:.2e} {:.1} samples/s", m.loss, m.lr, m.samples_per_sec));
-        bar.suspend(|| match m.eval_loss {
-            Some(eval_loss) => tracing::info!(step = m.step, loss = m.loss, eval_loss, lr = m.lr, samples_per_sec = m.samples_per_sec, "progress"),
-            None => tracing::info!(step = m.step, loss = m.loss, lr = m.lr, samples_per_sec = m.samples_per_sec, "progress"),
-        });
+        format!("loss {:.4}{eval} lr {:.2e} {:.1} samples/s", m.loss, m.lr, m.samples_per_sec)
     };
     let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop.signal, title: format!("{} ({})", args.config.display(), run.location.url) };
-    let outcome = fit(&mut trainer, &mut run, &options, on_log)?;
-    bar.finish_and_clear();
+    let outcome = fit_with_progress(&mut trainer, &mut run, &options, launch, status)?;
     let skipped = trainer.data_counts().bad_rows();
     if skipped > 0 {
         tracing::warn!("{skipped} bad data rows were skipped ({})", trainer.data_counts());

@@ -1,9 +1,10 @@
-//! What every training command shares: the stop signal, the progress bar, and
-//! turning the loop's outcome into a message and an exit status.
+//! What every training command shares: `--run`, the stop signal, the loop
+//! with its progress bar and log lines, and turning the loop's outcome into a
+//! message and an exit status.
 
 use super::ExitStatus;
 use dalle_xla::checkpoint::{CheckpointConfig, MetadataWatcher, StopSignal};
-use dalle_xla::train::{Outcome, RunDir};
+use dalle_xla::train::{fit, FitOptions, Outcome, RunDir, StepMetrics, Trainable};
 use indicatif::{ProgressBar, ProgressStyle};
 use object_store::ObjectStoreExt;
 
@@ -21,6 +22,44 @@ impl StopHandling {
         let watcher = if checkpoint.watch_metadata { Some(MetadataWatcher::start(checkpoint.metadata_watcher(), signal.clone())?) } else { None };
         Ok(StopHandling { signal, _watcher: watcher })
     }
+}
+
+/// The `--set` overrides, and `--run` (when given) as `train.run_dir` after them.
+pub fn overrides_with_run(overrides: &[String], run: &Option<String>) -> Vec<String> {
+    let mut all = overrides.to_vec();
+    all.extend(run.iter().map(|run| format!("train.run_dir={run}")));
+    all
+}
+
+/// What a training command trains, for its first log line.
+pub struct Launch<'a> {
+    /// e.g. "a 1.20M-parameter CLIP".
+    pub what: String,
+    pub replicas: usize,
+    pub platform: &'a str,
+    pub batch_size: usize,
+}
+
+/// Trains `model` in `run` until `options.train.steps` or a stop, with a
+/// progress bar whose message `status` writes for each logged step, and a
+/// `progress` log line per logged step with its extra statistics.
+pub fn fit_with_progress(model: &mut dyn Trainable, run: &mut RunDir, options: &FitOptions, launch: Launch, status: impl Fn(&StepMetrics) -> String) -> anyhow::Result<Outcome> {
+    let Launch { what, replicas, platform, batch_size } = launch;
+    let steps = options.train.steps;
+    tracing::info!("training {what} on {replicas} {platform} device(s), global batch {batch_size}, steps {}..{steps}", model.step());
+    let bar = progress_bar(steps, model.step());
+    let on_log = |m: &StepMetrics| {
+        bar.set_position(m.step);
+        bar.set_message(status(m));
+        let extra = m.extra.iter().map(|(k, v)| format!("{k}={v:.4}")).collect::<Vec<_>>().join(" ");
+        bar.suspend(|| match m.eval_loss {
+            Some(eval_loss) => tracing::info!(step = m.step, loss = m.loss, eval_loss, lr = m.lr, samples_per_sec = m.samples_per_sec, extra = %extra, "progress"),
+            None => tracing::info!(step = m.step, loss = m.loss, lr = m.lr, samples_per_sec = m.samples_per_sec, extra = %extra, "progress"),
+        });
+    };
+    let outcome = fit(model, run, options, on_log);
+    bar.finish_and_clear();
+    Ok(outcome?)
 }
 
 pub fn progress_bar(total: u64, position: u64) -> ProgressBar {

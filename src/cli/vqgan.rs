@@ -3,12 +3,12 @@
 //! tokens) and `dalle decode` (tokens back to PNG files).
 
 use super::common::DeviceArgs;
-use super::training::{finish, progress_bar, StopHandling};
+use super::training::{finish, fit_with_progress, overrides_with_run, progress_bar, Launch, StopHandling};
 use anyhow::Context;
 use clap::Args;
 use dalle_xla::data::images::{save_png, ImageIndex};
 use dalle_xla::models::vqgan::{encode_dataset, open_vqgan, psnr, read_tokens, weights_file, weights_sha256, EncodeOptions, VqganCodec, VqganTrainConfig, VqganTrainer, WEIGHTS_FILE};
-use dalle_xla::train::{fit, FitOptions, RunDir, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
+use dalle_xla::train::{FitOptions, RunDir, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
 use dalle_xla::HostTensor;
 use std::path::{Path, PathBuf};
 
@@ -28,42 +28,27 @@ pub struct TrainVqganArgs {
 }
 
 pub fn train(args: TrainVqganArgs) -> anyhow::Result<()> {
-    let mut overrides = args.overrides.clone();
-    if let Some(run) = &args.run {
-        overrides.push(format!("train.run_dir={run}"));
-    }
-    let (config, tree) = VqganTrainConfig::load(&args.config, &overrides)?;
+    let (config, tree) = VqganTrainConfig::load(&args.config, &overrides_with_run(&args.overrides, &args.run))?;
     let stop = StopHandling::install(&config.checkpoint)?;
     let lease = RunDir::lease(&config.train.run_dir, &config.storage)?;
     let client = args.device.client()?;
     let mut trainer = VqganTrainer::new(&client, config.clone())?;
     trainer.stop_on(stop.signal.clone());
     let mut run = RunDir::resume(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
-    tracing::info!(
-        "training a {:.2}M-parameter VQGAN on {} {} device(s), global batch {}, steps {}..{}",
-        trainer.parameter_count() as f64 / 1e6,
-        trainer.replicas,
-        client.platform(),
-        config.train.batch_size,
-        trainer.step,
-        config.train.steps
-    );
-    let progress = progress_bar(config.train.steps, trainer.step);
-    let on_log = |m: &StepMetrics| {
-        progress.set_position(m.step);
+    let launch = Launch {
+        what: format!("a {:.2}M-parameter VQGAN", trainer.parameter_count() as f64 / 1e6),
+        replicas: trainer.replicas,
+        platform: &client.platform(),
+        batch_size: config.train.batch_size,
+    };
+    let status = |m: &StepMetrics| {
+        // The VQGAN's evaluation loss is the held-out pixels' mean squared error.
         let eval = m.eval_loss.map(|e| format!(" eval PSNR {:.2} dB", psnr(e))).unwrap_or_default();
         let pixel = m.extra.get("pixel").copied().unwrap_or(f64::NAN);
-        progress.set_message(format!("loss {:.4} pixel {pixel:.4}{eval} {:.1} images/s", m.loss, m.samples_per_sec));
-        let extra: Vec<String> = m.extra.iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
-        let extra = extra.join(" ");
-        progress.suspend(|| match m.eval_loss {
-            Some(eval_mse) => tracing::info!(step = m.step, loss = m.loss, eval_mse, extra = %extra, "progress"),
-            None => tracing::info!(step = m.step, loss = m.loss, extra = %extra, "progress"),
-        });
+        format!("loss {:.4} pixel {pixel:.4}{eval} {:.1} images/s", m.loss, m.samples_per_sec)
     };
     let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop.signal, title: format!("{} ({})", args.config.display(), run.location.url) };
-    let outcome = fit(&mut trainer, &mut run, &options, on_log)?;
-    progress.finish_and_clear();
+    let outcome = fit_with_progress(&mut trainer, &mut run, &options, launch, status)?;
     let skipped = trainer.skipped_images();
     if !skipped.skipped.is_empty() {
         tracing::warn!("{skipped}");
