@@ -18,7 +18,7 @@ use crate::models::vqgan::{to_safetensors, NetLayout};
 use crate::pjrt::{Buffer, Client};
 use crate::runtime::download;
 use crate::train::{StepRecord, Trainable};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 pub struct ClipTrainer {
@@ -133,11 +133,8 @@ impl ClipTrainer {
                 )));
             }
         }
-        let seed = trainer.config.train.seed;
-        let layout = &trainer.steps.layout;
-        let params = layout.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape));
-        let initial: Vec<HostTensor> = params.chain(layout.state.iter().map(|(_, s)| s.initial_value())).collect();
-        trainer.upload(&initial)?;
+        let initial = trainer.steps.layout.initial_values(trainer.config.train.seed);
+        trainer.upload(&initial.iter().collect::<Vec<_>>())?;
         Ok(trainer)
     }
 
@@ -146,20 +143,9 @@ impl ClipTrainer {
         Ok(HostTensor::new(&[batch.captions.len() as i64, self.tokenizer.context_length as i64], &ids)?)
     }
 
-    fn upload(&mut self, values: &[HostTensor]) -> Result<()> {
-        let layout = &self.steps.layout;
-        let names = layout.names();
-        if names.len() != values.len() {
-            return Err(Error::Invalid(format!("CLIP training keeps {} tensors, got {}", names.len(), values.len())));
-        }
-        let types = layout.params.iter().map(|p| &p.ty).chain(layout.state.iter().map(|(_, s)| &s.ty));
-        for ((name, want), got) in names.iter().zip(types).zip(values) {
-            if want.dtype != got.dtype || want.shape != got.shape {
-                return Err(Error::Invalid(format!("'{name}' must be {want}, got {}{:?}", got.dtype, got.shape)));
-            }
-        }
-        let refs: Vec<&HostTensor> = values.iter().collect();
-        self.state = (0..self.replicas).map(|d| self.steps.train.upload(d, &refs)).collect::<Result<_>>()?;
+    fn upload(&mut self, values: &[&HostTensor]) -> Result<()> {
+        self.steps.layout.check(values, "CLIP")?;
+        self.state = (0..self.replicas).map(|d| self.steps.train.upload(d, values)).collect::<Result<_>>()?;
         Ok(())
     }
 
@@ -281,8 +267,7 @@ impl Trainable for ClipTrainer {
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
-        let names = self.steps.layout.names();
-        let tensors = names.into_iter().zip(&self.state[0]).map(|(n, b)| Ok((n, download(b)?))).collect::<Result<Vec<_>>>()?;
+        let tensors = self.steps.layout.download(&self.state[0], "")?;
         Ok(Checkpoint {
             step: self.step,
             tensors,
@@ -297,14 +282,7 @@ impl Trainable for ClipTrainer {
     }
 
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let by_name: HashMap<&str, &HostTensor> = checkpoint.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let values = self
-            .steps
-            .layout
-            .names()
-            .iter()
-            .map(|n| by_name.get(n.as_str()).map(|t| (*t).clone()).ok_or_else(|| Error::Invalid(format!("the checkpoint has no tensor '{n}'"))))
-            .collect::<Result<Vec<_>>>()?;
+        let values = self.steps.layout.pick(checkpoint, "")?;
         self.upload(&values)?;
         self.step = checkpoint.step;
         // One batch per update: the stream resumes after the batches already
@@ -315,8 +293,6 @@ impl Trainable for ClipTrainer {
     }
 
     fn tensor_types(&self) -> Vec<(String, TensorType)> {
-        let layout = &self.steps.layout;
-        let types = layout.params.iter().map(|p| p.ty.clone()).chain(layout.state.iter().map(|(_, s)| s.ty.clone()));
-        layout.names().into_iter().zip(types).collect()
+        self.steps.layout.tensor_types("")
     }
 }

@@ -124,12 +124,8 @@ impl VqganTrainer {
         let frozen = (0..replicas).map(|d| program.upload(d, &frozen_refs)).collect::<Result<_>>()?;
         let mut trainer = VqganTrainer { config, replicas, steps, generator: vec![], frozen, discriminator: vec![], step: 0, train_data, eval_data, stop: None };
         let seed = trainer.config.train.seed;
-        let init = |layout: &NetLayout| -> Vec<HostTensor> {
-            let params = layout.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape));
-            params.chain(layout.state.iter().map(|(_, s)| s.initial_value())).collect()
-        };
-        let (g, d) = (init(&trainer.steps.generator), init(&trainer.steps.discriminator));
-        trainer.upload(&g, &d)?;
+        let (g, d) = (trainer.steps.generator.initial_values(seed), trainer.steps.discriminator.initial_values(seed));
+        trainer.upload(&g.iter().collect::<Vec<_>>(), &d.iter().collect::<Vec<_>>())?;
         Ok(trainer)
     }
 
@@ -158,24 +154,12 @@ impl VqganTrainer {
         &self.steps.discriminator
     }
 
-    fn upload(&mut self, generator: &[HostTensor], discriminator: &[HostTensor]) -> Result<()> {
-        for (layout, values, what) in [(&self.steps.generator, generator, "generator"), (&self.steps.discriminator, discriminator, "discriminator")] {
-            let names = layout.names();
-            if names.len() != values.len() {
-                return Err(Error::Invalid(format!("the {what} has {} tensors, got {}", names.len(), values.len())));
-            }
-            let types = layout.params.iter().map(|p| &p.ty).chain(layout.state.iter().map(|(_, s)| &s.ty));
-            for ((name, want), got) in names.iter().zip(types).zip(values) {
-                if want.dtype != got.dtype || want.shape != got.shape {
-                    return Err(Error::Invalid(format!("'{name}' must be {want}, got {}{:?}", got.dtype, got.shape)));
-                }
-            }
-        }
+    fn upload(&mut self, generator: &[&HostTensor], discriminator: &[&HostTensor]) -> Result<()> {
+        self.steps.generator.check(generator, "generator")?;
+        self.steps.discriminator.check(discriminator, "discriminator")?;
         let program = &self.steps.generator_step;
-        let g: Vec<&HostTensor> = generator.iter().collect();
-        let d: Vec<&HostTensor> = discriminator.iter().collect();
-        self.generator = (0..self.replicas).map(|i| program.upload(i, &g)).collect::<Result<_>>()?;
-        self.discriminator = (0..self.replicas).map(|i| program.upload(i, &d)).collect::<Result<_>>()?;
+        self.generator = (0..self.replicas).map(|i| program.upload(i, generator)).collect::<Result<_>>()?;
+        self.discriminator = (0..self.replicas).map(|i| program.upload(i, discriminator)).collect::<Result<_>>()?;
         Ok(())
     }
 
@@ -279,10 +263,6 @@ impl VqganTrainer {
         layout.params.iter().zip(&self.discriminator[0]).map(|(p, b)| Ok((p.name.clone(), download(b)?))).collect()
     }
 
-    fn values(&self, layout: &NetLayout, buffers: &[Buffer], prefix: &str) -> Result<Vec<(String, HostTensor)>> {
-        layout.names().into_iter().zip(buffers).map(|(n, b)| Ok((format!("{prefix}{n}"), download(b)?))).collect()
-    }
-
     /// Mean squared reconstruction error over the held-out batches; `None` without `data.eval_images`.
     pub fn eval_mse(&self) -> Result<Option<f64>> {
         if self.eval_data.is_empty() {
@@ -316,8 +296,8 @@ impl Trainable for VqganTrainer {
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
-        let mut tensors = self.values(&self.steps.generator, &self.generator[0], GENERATOR)?;
-        tensors.extend(self.values(&self.steps.discriminator, &self.discriminator[0], DISCRIMINATOR)?);
+        let mut tensors = self.steps.generator.download(&self.generator[0], GENERATOR)?;
+        tensors.extend(self.steps.discriminator.download(&self.discriminator[0], DISCRIMINATOR)?);
         Ok(Checkpoint {
             step: self.step,
             tensors,
@@ -332,18 +312,7 @@ impl Trainable for VqganTrainer {
     }
 
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let by_name: HashMap<&str, &HostTensor> = checkpoint.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let pick = |layout: &NetLayout, prefix: &str| -> Result<Vec<HostTensor>> {
-            layout
-                .names()
-                .iter()
-                .map(|n| {
-                    let key = format!("{prefix}{n}");
-                    by_name.get(key.as_str()).map(|t| (*t).clone()).ok_or_else(|| Error::Invalid(format!("the checkpoint has no tensor '{key}'")))
-                })
-                .collect()
-        };
-        let (g, d) = (pick(&self.steps.generator, GENERATOR)?, pick(&self.steps.discriminator, DISCRIMINATOR)?);
+        let (g, d) = (self.steps.generator.pick(checkpoint, GENERATOR)?, self.steps.discriminator.pick(checkpoint, DISCRIMINATOR)?);
         self.upload(&g, &d)?;
         self.step = checkpoint.step;
         // One batch per update: the stream resumes after the batches already
@@ -357,11 +326,8 @@ impl Trainable for VqganTrainer {
     }
 
     fn tensor_types(&self) -> Vec<(String, TensorType)> {
-        let mut out = Vec::new();
-        for (layout, prefix) in [(&self.steps.generator, GENERATOR), (&self.steps.discriminator, DISCRIMINATOR)] {
-            let types = layout.params.iter().map(|p| p.ty.clone()).chain(layout.state.iter().map(|(_, s)| s.ty.clone()));
-            out.extend(layout.names().into_iter().map(|n| format!("{prefix}{n}")).zip(types));
-        }
+        let mut out = self.steps.generator.tensor_types(GENERATOR);
+        out.extend(self.steps.discriminator.tensor_types(DISCRIMINATOR));
         out
     }
 }
