@@ -5,13 +5,14 @@
 //!   from its input instead of keeping its intermediates;
 //! - scanned: the per-layer weights are stacked into `[layers, ...]` arrays
 //!   and one traced layer body runs in a loop over them, so the program (and
-//!   its compile time) does not grow with depth. Its backward pass keeps
-//!   each layer's input and recomputes the layer, like the rematerialised one.
+//!   its compile time) does not grow with depth. The loop keeps each layer's
+//!   input as it runs, and the backward pass recomputes the layer from it,
+//!   like the rematerialised one.
 //!   The stacks are recorded in the builder (`VarBuilder::record_stack`), so that
 //!   the optimizer updates them in a loop too.
 
 use super::vars::{ParamSpec, VarBuilder};
-use crate::graph::{fori_loop, remat, Graph, Result, Tensor};
+use crate::graph::{fori_loop_recording, remat, Graph, Result, Tensor};
 use std::rc::Rc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,7 +101,9 @@ fn scan_layers(vb: &VarBuilder, h: &Tensor, extras: &[Tensor], specs: &[ParamSpe
     carries.extend(extras);
     carries.extend(&stacked);
     let n_extras = extras.len();
-    let out = fori_loop(0, weights.len() as i64, &carries, |i, c| {
+    // Recording: the training step's backward pass reads each layer's input
+    // from the forward loop instead of running the layers forward again.
+    let out = fori_loop_recording(0, weights.len() as i64, &carries, |i, c| {
         let rows: Vec<Tensor> = c[1 + n_extras..].iter().map(|s| s.dynamic_index(i)).collect::<Result<_>>()?;
         let l = bound(i.graph(), vb, specs, &rows);
         let mut next = vec![layer(&l, &c[0], &c[1..1 + n_extras])?];

@@ -115,33 +115,57 @@ pub fn while_loop(cond: &Function, body: &Function, init: &[&Tensor]) -> Result<
 }
 
 /// A loop over `i` in `lower..upper` (`i` an i32 scalar). Inputs and outputs:
-/// the counter, then the carries; `body` maps `(i, carries)` to new carries.
+/// the counter, the carries, then a `[trip count, ...]` stack per recorded
+/// carry; `body` maps `(i, carries)` to new carries.
 #[derive(Debug)]
 pub struct ForiLoop {
     pub lower: i64,
     pub upper: i64,
     pub body: Function,
+    /// Carries whose value at the start of every iteration the loop writes
+    /// into a stack of its own, for the VJP: the carries the body changes,
+    /// or none.
+    recorded: Vec<usize>,
     cond: Function,
     step: Function,
 }
 
 impl ForiLoop {
-    fn new(lower: i64, upper: i64, body: Function) -> Result<ForiLoop> {
+    fn new(lower: i64, upper: i64, body: Function, record: bool) -> Result<ForiLoop> {
+        let carries = body.output_types();
+        let recorded: Vec<usize> = if record { changed_carries(&body) } else { Vec::new() };
         let mut types = vec![TensorType::scalar(DType::I32)];
-        types.extend(body.output_types());
+        types.extend(carries.iter().cloned());
+        types.extend(recorded.iter().map(|&k| stack_type(&carries[k], upper - lower)));
         let cond = Function::build("fori_cond", &types, |a| Ok(vec![a[0].lt(&a[0].scalar_like(upper as f64))?]))?;
         let step = Function::build("fori_step", &types, |a| {
-            let args: Vec<&Tensor> = a.iter().collect();
+            let args: Vec<&Tensor> = a[..1 + carries.len()].iter().collect();
             let mut out = vec![a[0].add_scalar(1.0)?];
             out.extend(body.call(a[0].graph(), &args)?);
+            let at = a[0].add_scalar(-(lower as f64))?;
+            for (j, &k) in recorded.iter().enumerate() {
+                out.push(write_row(&a[1 + carries.len() + j], &a[1 + k], &at)?);
+            }
             Ok(out)
         })?;
-        Ok(ForiLoop { lower, upper, body, cond, step })
+        Ok(ForiLoop { lower, upper, body, recorded, cond, step })
     }
 
     fn trip_count(&self) -> i64 {
         self.upper - self.lower
     }
+}
+
+/// The carries `body` does not return unchanged.
+fn changed_carries(body: &Function) -> Vec<usize> {
+    (0..body.output_types().len()).filter(|&k| !body.passes_through(k, k + 1)).collect()
+}
+
+/// `[n, ...t]`: `n` values of type `t`.
+fn stack_type(t: &TensorType, n: i64) -> TensorType {
+    let mut shape = vec![n];
+    shape.extend_from_slice(&t.shape);
+    TensorType::new(t.dtype, &shape)
 }
 
 impl Primitive for ForiLoop {
@@ -155,9 +179,13 @@ impl Primitive for ForiLoop {
     fn lower(&self, cx: &mut LowerCx, args: &[String], ins: &[TensorType], outs: &[TensorType]) -> Result<String> {
         lower_while(cx, &self.cond, &self.step, args, ins, outs)
     }
-    fn vjp(&self, ins: &[Tensor], _: &[Tensor], cts: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> {
-        let carries = &ins[1..];
+    fn vjp(&self, ins: &[Tensor], outs: &[Tensor], cts: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> {
+        let n_carries = self.body.output_types().len();
+        let carries = &ins[1..1 + n_carries];
         let float: Vec<usize> = (0..carries.len()).filter(|&k| carries[k].dtype().is_float()).collect();
+        if cts[1 + n_carries..].iter().any(Option::is_some) {
+            op_bail!("fori_loop", "cannot differentiate the stacks a loop recorded for its own gradient (a second-order gradient through fori_loop_recording)");
+        }
         let mut result = vec![None; ins.len()];
         if float.iter().all(|&k| cts[k + 1].is_none()) {
             return Ok(result);
@@ -166,35 +194,36 @@ impl Primitive for ForiLoop {
         let n = self.trip_count();
         let (lower, upper) = (self.lower, self.upper);
 
-        // Forward again, stacking the carries each iteration starts from: [n, ...]
-        // per carry. Carries the body returns unchanged (weights of scanned
-        // layers, masks) are the same at every iteration: they are not stacked,
-        // which keeps the memory at trip count x the carries that change.
-        let varying: Vec<usize> = (0..carries.len()).filter(|&k| !self.body.passes_through(k, k + 1)).collect();
-        let stacks: Vec<Tensor> = varying
-            .iter()
-            .map(|&k| {
-                let c = &carries[k];
-                let mut shape = vec![n];
-                shape.extend_from_slice(c.shape());
-                g.zeros(c.dtype(), &shape)
-            })
-            .collect();
-        let mut init: Vec<&Tensor> = carries.iter().collect();
-        init.extend(stacks.iter());
+        // The carries each iteration starts from, stacked: [n, ...] per carry
+        // the body changes. Carries it returns unchanged (weights of scanned
+        // layers, masks) are the same at every iteration: they are not
+        // stacked, which keeps the memory at trip count x the carries that
+        // change. A recording loop wrote these as it ran; otherwise the loop
+        // runs forward once more to write them.
+        let varying = changed_carries(&self.body);
         let body = &self.body;
-        let recorded = fori_loop(lower, upper, &init, |i, state| {
-            let (cs, ss) = state.split_at(carries.len());
-            let at = i.add_scalar(-(lower as f64))?;
-            let mut call_args: Vec<&Tensor> = vec![i];
-            call_args.extend(cs.iter());
-            let mut next = body.call(i.graph(), &call_args)?;
-            for (&k, s) in varying.iter().zip(ss) {
-                next.push(write_row(s, &cs[k], &at)?);
-            }
-            Ok(next)
-        })?;
-        let stacks = &recorded[carries.len()..];
+        let rerun;
+        let stacks: &[Tensor] = if self.recorded.is_empty() {
+            // An ordinary loop with the stacks as carries, so that this
+            // gradient can be differentiated again.
+            let zeros: Vec<Tensor> = varying.iter().map(|&k| g.zeros(carries[k].dtype(), &stack_type(carries[k].ty(), n).shape)).collect();
+            let mut init: Vec<&Tensor> = carries.iter().collect();
+            init.extend(zeros.iter());
+            rerun = fori_loop(lower, upper, &init, |i, state| {
+                let (cs, ss) = state.split_at(carries.len());
+                let at = i.add_scalar(-(lower as f64))?;
+                let mut call_args: Vec<&Tensor> = vec![i];
+                call_args.extend(cs.iter());
+                let mut next = body.call(i.graph(), &call_args)?;
+                for (&k, s) in varying.iter().zip(ss) {
+                    next.push(write_row(s, &cs[k], &at)?);
+                }
+                Ok(next)
+            })?;
+            &rerun[carries.len()..]
+        } else {
+            &outs[1 + n_carries..]
+        };
 
         // Backward: walk the iterations in reverse, pulling the cotangent of the
         // float carries through the body at each stored starting point. The
@@ -266,12 +295,37 @@ fn read_row(stack: &Tensor, at: &Tensor) -> Result<Tensor> {
 /// each iteration starts from (memory: trip count × the size of the carries
 /// that change; those returned unchanged are kept once), then runs a
 /// reverse loop applying the body's VJP. That VJP is built from loops too, so
-/// higher-order gradients work.
+/// higher-order gradients work. A loop whose gradient is always taken can
+/// store them on its first run instead: [`fori_loop_recording`].
 pub fn fori_loop(
     lower: i64,
     upper: i64,
     init: &[&Tensor],
     body: impl FnOnce(&Tensor, &[Tensor]) -> Result<Vec<Tensor>>,
+) -> Result<Vec<Tensor>> {
+    fori_loop_with(lower, upper, init, body, false)
+}
+
+/// [`fori_loop`] that stores the carries each iteration starts from as it
+/// runs, so that its VJP does not run the loop forward a second time (for a
+/// scanned layer stack, one forward pass of every layer less per training
+/// step). Where no gradient is taken, XLA drops the unused stores. Its
+/// gradient cannot itself be differentiated.
+pub fn fori_loop_recording(
+    lower: i64,
+    upper: i64,
+    init: &[&Tensor],
+    body: impl FnOnce(&Tensor, &[Tensor]) -> Result<Vec<Tensor>>,
+) -> Result<Vec<Tensor>> {
+    fori_loop_with(lower, upper, init, body, true)
+}
+
+fn fori_loop_with(
+    lower: i64,
+    upper: i64,
+    init: &[&Tensor],
+    body: impl FnOnce(&Tensor, &[Tensor]) -> Result<Vec<Tensor>>,
+    record: bool,
 ) -> Result<Vec<Tensor>> {
     let Some(first) = init.first() else { op_bail!("fori_loop", "needs at least one carry") };
     let in_range = |v: i64| i32::try_from(v).is_ok();
@@ -289,9 +343,13 @@ pub fn fori_loop(
     }
     let g = first.graph();
     let counter = g.scalar(lower as f64, DType::I32);
+    let prim = ForiLoop::new(lower, upper, body, record)?;
+    let stacks: Vec<Tensor> = prim.recorded.iter().map(|&k| g.zeros(init[k].dtype(), &stack_type(init[k].ty(), upper - lower).shape)).collect();
     let mut inputs = vec![&counter];
     inputs.extend(init.iter().copied());
-    let mut out = g.apply(ForiLoop::new(lower, upper, body)?, &inputs)?;
+    inputs.extend(stacks.iter());
+    let mut out = g.apply(prim, &inputs)?;
+    out.truncate(1 + init.len());
     out.remove(0);
     Ok(out)
 }
