@@ -2,7 +2,7 @@
 //! (first and second order) against finite differences, and the errors.
 mod common;
 use common::*;
-use dalle_xla::graph::{emit_module, fori_loop, fori_loop_recording, grad, while_loop, Function, Graph, ModuleOptions, Tensor, TensorType};
+use dalle_xla::graph::{emit_module, fori_loop, fori_loop_storing, grad, while_loop, Function, Graph, ModuleOptions, Stores, Tensor, TensorType};
 use dalle_xla::runtime::{Program, ProgramOptions};
 use dalle_xla::{DType, HostTensor};
 
@@ -54,28 +54,27 @@ fn differentiating_a_while_loop_is_a_clear_error() {
 
 /// x <- tanh(W x + 0.1 i) for i in 2..6; W passes through unchanged.
 fn recurrence(p: &[Tensor]) -> dalle_xla::graph::Result<Tensor> {
-    recurrence_with(p, false)
+    recurrence_storing(p, Stores::Nothing)
 }
 
-/// [`recurrence`] by `fori_loop_recording` (`record`) or `fori_loop`.
-fn recurrence_with(p: &[Tensor], record: bool) -> dalle_xla::graph::Result<Tensor> {
-    let body = |i: &Tensor, c: &[Tensor]| {
+/// [`recurrence`] by a loop that stores `stores` for its VJP.
+fn recurrence_storing(p: &[Tensor], stores: Stores) -> dalle_xla::graph::Result<Tensor> {
+    let out = fori_loop_storing(stores, 2, 6, &[&p[0], &p[1]], |i, c| {
         let shift = i.cast(c[1].dtype())?.scale(0.1)?;
         Ok(vec![c[0].clone(), c[0].matmul(&c[1].unsqueeze(1)?)?.squeeze(1)?.add(&shift)?.tanh()?])
-    };
-    let out = if record { fori_loop_recording(2, 6, &[&p[0], &p[1]], body)? } else { fori_loop(2, 6, &[&p[0], &p[1]], body)? };
+    })?;
     Ok(out[1].clone())
 }
 
-/// `stablehlo.while` ops in the gradient program of `sum(recurrence)`.
-fn loops_in_gradient(record: bool) -> usize {
+/// Loops and matrix products in the program of `sum(recurrence)` and its gradient.
+fn loops_and_products_in_gradient(stores: Stores) -> (usize, usize) {
     let g = Graph::new("loops");
     let w = g.param("w", DType::F32, &[3, 3]);
     let x = g.param("x", DType::F32, &[3]);
-    let y = recurrence_with(&[w.clone(), x.clone()], record).unwrap().sum_all().unwrap();
+    let y = recurrence_storing(&[w.clone(), x.clone()], stores).unwrap().sum_all().unwrap();
     let grads = grad(&y, &[&w, &x]).unwrap();
     let module = emit_module(&g, &[y, grads[0].clone(), grads[1].clone()], &ModuleOptions::default()).unwrap();
-    module.matches("stablehlo.while").count()
+    (module.matches("stablehlo.while").count(), module.matches("stablehlo.dot_general").count())
 }
 
 fn recurrence_reference(v: &[Vec<f64>]) -> Vec<f64> {
@@ -96,40 +95,51 @@ fn fori_loop_forward_and_vjp() {
 }
 
 #[test]
-fn a_recording_fori_loop_gives_the_same_values_and_gradients_running_forward_once() {
+fn loops_that_store_for_their_gradient_give_the_same_values_and_gradients_with_less_recomputation() {
     let mut r = rng(4);
     let w = random(&mut r, DType::F32, &[3, 3], -1.0, 1.0);
     let x = random(&mut r, DType::F32, &[3], -1.0, 1.0);
-    let recording = |p: &[Tensor]| recurrence_with(p, true);
-    check_forward(&[f32t(&[3, 3]), f32t(&[3])], &[w.clone(), x.clone()], recording, recurrence_reference, 1e-5, "fori_loop_recording");
-    check_vjp(&[vec![3, 3], vec![3]], &[w, x], recording, "fori_loop_recording");
-    // The loss and its gradient: the forward loop, then the backward loop; a
-    // plain fori_loop's gradient runs the forward loop again to store its carries.
-    assert_eq!(loops_in_gradient(false), 3);
-    assert_eq!(loops_in_gradient(true), 2);
+    for stores in [Stores::Carries, Stores::Activations] {
+        let f = |p: &[Tensor]| recurrence_storing(p, stores);
+        let what = format!("fori_loop storing {stores:?}");
+        check_forward(&[f32t(&[3, 3]), f32t(&[3])], &[w.clone(), x.clone()], f, recurrence_reference, 1e-5, &what);
+        check_vjp(&[vec![3, 3], vec![3]], &[w.clone(), x.clone()], f, &what);
+    }
+    // The loss and its gradient. Storing nothing, the gradient runs the loop
+    // forward again (3 loops, 2 forward products) and the backward loop
+    // recomputes the body's product besides its 2 for the gradient; storing
+    // the carries saves the second forward loop; storing the activations
+    // (the products) also saves recomputing the product.
+    assert_eq!(loops_and_products_in_gradient(Stores::Nothing), (3, 5));
+    assert_eq!(loops_and_products_in_gradient(Stores::Carries), (2, 4));
+    assert_eq!(loops_and_products_in_gradient(Stores::Activations), (2, 3));
 }
 
 #[test]
-fn a_recording_loop_without_a_gradient_stores_nothing() {
+fn a_storing_loop_without_a_gradient_stores_nothing() {
     // 4096 iterations of a [256] carry: stacking it would take 4 MiB.
-    let g = Graph::new("forward_only");
-    let x = g.param("x", DType::F32, &[256]);
-    let y = fori_loop_recording(0, 4096, &[&x], |_, c| Ok(vec![c[0].sin()?])).unwrap().remove(0);
-    let program = Program::compile(&client(), &g, &[&y], &ProgramOptions::replicated(1)).unwrap();
-    let temporaries = program.exe.compiled_memory_stats().unwrap().temporaries;
-    assert!(temporaries < 1 << 20, "a forward-only recording loop keeps {temporaries} bytes of temporaries");
+    for stores in [Stores::Carries, Stores::Activations] {
+        let g = Graph::new("forward_only");
+        let x = g.param("x", DType::F32, &[256]);
+        let y = fori_loop_storing(stores, 0, 4096, &[&x], |_, c| Ok(vec![c[0].sin()?.tanh()?])).unwrap().remove(0);
+        let program = Program::compile(&client(), &g, &[&y], &ProgramOptions::replicated(1)).unwrap();
+        let temporaries = program.exe.compiled_memory_stats().unwrap().temporaries;
+        assert!(temporaries < 1 << 20, "a forward-only loop storing {stores:?} keeps {temporaries} bytes of temporaries");
+    }
 }
 
 #[test]
-fn a_second_order_gradient_through_a_recording_loop_is_a_clear_error() {
-    let g = Graph::new("second");
-    let w = g.param("w", DType::F32, &[3, 3]);
-    let x = g.param("x", DType::F32, &[3]);
-    let y = recurrence_with(&[w.clone(), x.clone()], true).unwrap().sum_all().unwrap();
-    let dx = grad(&y, &[&x]).unwrap().remove(0);
-    let z = dx.mul(&x).unwrap().sum_all().unwrap();
-    let e = grad(&z, &[&w]).unwrap_err().to_string();
-    assert!(e.contains("fori_loop_recording"), "{e}");
+fn a_second_order_gradient_through_a_storing_loop_is_a_clear_error() {
+    for stores in [Stores::Carries, Stores::Activations] {
+        let g = Graph::new("second");
+        let w = g.param("w", DType::F32, &[3, 3]);
+        let x = g.param("x", DType::F32, &[3]);
+        let y = recurrence_storing(&[w.clone(), x.clone()], stores).unwrap().sum_all().unwrap();
+        let dx = grad(&y, &[&x]).unwrap().remove(0);
+        let z = dx.mul(&x).unwrap().sum_all().unwrap();
+        let e = grad(&z, &[&w]).unwrap_err().to_string();
+        assert!(e.contains("fori_loop_storing"), "{stores:?}: {e}");
+    }
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! DalleBart's layer stacks computed unrolled, rematerialised and scanned:
+//! DalleBart's layer stacks computed unrolled, rematerialised, scanned, and
+//! scanned and rematerialised:
 //! the same parameters by name, the same loss and gradients, the same
 //! training run, and one compiled layer body for the scanned stack.
 mod common;
@@ -64,7 +65,7 @@ fn scanned_and_rematerialised_stacks_equal_the_unrolled_one() {
     let inputs = batch(&config(false, false), 2, 8);
     let want = run_by_name(&unrolled, &specs, &inputs, &weights);
     let want_grad: HashMap<&str, Vec<f64>> = specs.iter().enumerate().map(|(k, s)| (s.name.as_str(), want[1 + k].to_f64_vec())).collect();
-    for (scan, remat, what) in [(true, false, "scanned"), (false, true, "rematerialised")] {
+    for (scan, remat, what) in [(true, false, "scanned"), (true, true, "scanned and rematerialised"), (false, true, "rematerialised")] {
         let (program, other) = loss_and_grads(&config(scan, remat), 2);
         let names = |v: &[ParamSpec]| {
             let mut n: Vec<String> = v.iter().map(|s| s.name.clone()).collect();

@@ -89,7 +89,7 @@ grep -E '^jax|Error' "$out/jax_mini_adamw.log" | tail -n 3 | tee -a "$summary"
 # 2. mega, scanned (per-layer remat), Adafactor, bf16: compiled memory per batch.
 for b in $mega_batches; do
   run_stage "mega_info_b$b" 150 "$dalle" info --platform cuda --config "configs/$mega.yaml" \
-    --set model.scan_layers=true --set train.batch_size="$b" --set train.devices=1 --device-memory-gib "${device_gib:-59}"
+    --set model.scan_layers=true --set model.remat_layers=true --set train.batch_size="$b" --set train.devices=1 --device-memory-gib "${device_gib:-59}"
   grep -iE 'total|fits|temporar|argument|error|compile' "$out/mega_info_b$b.log" | head -n 12 | tee -a "$summary"
 done
 

@@ -28,7 +28,7 @@ pub use function::Function;
 pub use ops::collective::{
     all_gather, all_gather_groups, all_reduce_sum, all_reduce_sum_groups, reduce_scatter_sum, reduce_scatter_sum_groups,
 };
-pub use ops::control::{fori_loop, fori_loop_recording, while_loop};
+pub use ops::control::{fori_loop, fori_loop_storing, while_loop, Stores};
 pub use ops::indexing::{GatherDims, ScatterDims};
 pub use primitive::Primitive;
 pub use tensor::{Graph, Tensor, ValueId};

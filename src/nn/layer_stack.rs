@@ -1,18 +1,21 @@
-//! A stack of identical layers, computed one of three ways with the same
+//! A stack of identical layers, computed one of four ways with the same
 //! parameters (same names, same shapes), so checkpoints do not depend on it:
 //! - unrolled: every layer traced into the program (the default);
 //! - rematerialised: unrolled, but the backward pass recomputes each layer
 //!   from its input instead of keeping its intermediates;
 //! - scanned: the per-layer weights are stacked into `[layers, ...]` arrays
 //!   and one traced layer body runs in a loop over them, so the program (and
-//!   its compile time) does not grow with depth. The loop keeps each layer's
-//!   input as it runs, and the backward pass recomputes the layer from it,
-//!   like the rematerialised one.
-//!   The stacks are recorded in the builder (`VarBuilder::record_stack`), so that
-//!   the optimizer updates them in a loop too.
+//!   its compile time) does not grow with depth. The loop stores each
+//!   layer's input and matrix products for the backward pass, which
+//!   recomputes the cheap rest (norms, activations, softmax) from them;
+//! - scanned and rematerialised: the loop stores only each layer's input, and
+//!   the backward pass recomputes the layer from it.
+//!
+//! Scanned stacks are recorded in the builder (`VarBuilder::record_stack`),
+//! so that the optimizer updates them in a loop too.
 
 use super::vars::{ParamSpec, VarBuilder};
-use crate::graph::{fori_loop_recording, remat, Graph, Result, Tensor};
+use crate::graph::{fori_loop_storing, remat, Graph, Result, Stores, Tensor};
 use std::rc::Rc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +23,7 @@ pub enum StackMode {
     Unrolled,
     Remat,
     Scan,
+    ScanRemat,
 }
 
 /// A layer: its parameters' builder, the hidden state and the extra inputs
@@ -49,14 +53,15 @@ pub fn layer_stack(
     let weights: Vec<Vec<Tensor>> = (0..layers)
         .map(|i| specs.iter().map(|s| vb.pp(&name(i)).get(&s.name, &s.ty.shape, s.init.clone())).collect())
         .collect::<Result<_>>()?;
-    if mode == StackMode::Scan {
+    if matches!(mode, StackMode::Scan | StackMode::ScanRemat) {
         for s in &specs {
             vb.record_stack((0..layers).map(|i| vb.pp(&name(i)).path(&s.name)).collect());
         }
     }
     match mode {
         StackMode::Remat => remat_layers(vb, h, &extras, &specs, &weights, layer),
-        _ => scan_layers(vb, h, &extras, &specs, &weights, &*layer),
+        StackMode::ScanRemat => scan_layers(vb, h, &extras, &specs, &weights, &*layer, Stores::Carries),
+        _ => scan_layers(vb, h, &extras, &specs, &weights, &*layer, Stores::Activations),
     }
 }
 
@@ -93,7 +98,7 @@ fn remat_layers(vb: &VarBuilder, h: &Tensor, extras: &[Tensor], specs: &[ParamSp
     Ok(h)
 }
 
-fn scan_layers(vb: &VarBuilder, h: &Tensor, extras: &[Tensor], specs: &[ParamSpec], weights: &[Vec<Tensor>], layer: &Layer) -> Result<Tensor> {
+fn scan_layers(vb: &VarBuilder, h: &Tensor, extras: &[Tensor], specs: &[ParamSpec], weights: &[Vec<Tensor>], layer: &Layer, stores: Stores) -> Result<Tensor> {
     // [layers, ...] per parameter; the gradient of the stacking hands each
     // layer's slice back to its own parameter.
     let stacked: Vec<Tensor> = (0..specs.len()).map(|k| Tensor::stack(&weights.iter().map(|w| &w[k]).collect::<Vec<_>>())).collect::<Result<_>>()?;
@@ -101,9 +106,9 @@ fn scan_layers(vb: &VarBuilder, h: &Tensor, extras: &[Tensor], specs: &[ParamSpe
     carries.extend(extras);
     carries.extend(&stacked);
     let n_extras = extras.len();
-    // Recording: the training step's backward pass reads each layer's input
-    // from the forward loop instead of running the layers forward again.
-    let out = fori_loop_recording(0, weights.len() as i64, &carries, |i, c| {
+    // The training step's backward pass reads what the forward loop stored
+    // instead of running the layers forward again.
+    let out = fori_loop_storing(stores, 0, weights.len() as i64, &carries, |i, c| {
         let rows: Vec<Tensor> = c[1 + n_extras..].iter().map(|s| s.dynamic_index(i)).collect::<Result<_>>()?;
         let l = bound(i.graph(), vb, specs, &rows);
         let mut next = vec![layer(&l, &c[0], &c[1..1 + n_extras])?];

@@ -21,24 +21,34 @@ impl Function {
     /// Replays this function's nodes into the graph of `args`, with its
     /// parameters bound to `args`; returns its outputs there.
     pub fn call(&self, into: &Graph, args: &[&Tensor]) -> Result<Vec<Tensor>> {
+        let want = self.arg_types();
+        let got: Vec<TensorType> = args.iter().map(|a| a.ty().clone()).collect();
+        if want != got {
+            return Err(GraphError::Invalid(format!("function '{}' takes {want:?}, got {got:?}", self.graph.name())));
+        }
+        let args: Vec<Option<&Tensor>> = args.iter().map(|a| Some(*a)).collect();
+        self.replay(into, &args, &self.outputs, &HashMap::new())
+    }
+
+    /// Replays into `into` the nodes of this function's graph that `outputs`
+    /// (tensors of that graph) need, with parameter `k` bound to `args[k]`
+    /// and the values in `given` taken as they are instead of computed.
+    fn replay(&self, into: &Graph, args: &[Option<&Tensor>], outputs: &[Tensor], given: &HashMap<ValueId, Tensor>) -> Result<Vec<Tensor>> {
         let name = self.graph.name();
         if self.graph.same(into) {
             return Err(GraphError::Invalid(format!("function '{name}' cannot be called inside its own graph")));
         }
-        let want = self.arg_types();
-        let got: Vec<TensorType> = args.iter().map(|a| a.ty().clone()).collect();
-        if want != got {
-            return Err(GraphError::Invalid(format!("function '{name}' takes {want:?}, got {got:?}")));
-        }
         let data = self.graph.data.borrow();
-        let needed = needed_nodes(&data.nodes, self.outputs.iter().map(|t| t.id));
-        let mut values: HashMap<ValueId, Tensor> = HashMap::new();
+        let needed = needed_nodes_until(&data.nodes, outputs.iter().map(|t| t.id), given);
+        let mut values: HashMap<ValueId, Tensor> = given.clone();
         for (n, node) in data.nodes.iter().enumerate() {
             if !needed[n] {
                 continue;
             }
             if let Some(p) = node.prim.as_any().downcast_ref::<Parameter>() {
-                values.insert(ValueId { node: n, index: 0 }, args[p.index].clone());
+                let arg = args.get(p.index).copied().flatten();
+                let arg = arg.ok_or_else(|| GraphError::Invalid(format!("function '{name}' needs its argument {}", p.index)))?;
+                values.insert(ValueId { node: n, index: 0 }, arg.clone());
                 continue;
             }
             let inputs: Vec<&Tensor> = node.inputs.iter().map(|v| &values[v]).collect();
@@ -47,8 +57,26 @@ impl Function {
                 values.insert(ValueId { node: n, index }, t);
             }
         }
-        Ok(self.outputs.iter().map(|o| values[&o.id].clone()).collect())
+        Ok(outputs.iter().map(|o| values[&o.id].clone()).collect())
     }
+}
+
+/// The nodes `roots` need, not looking past the values in `given` (whose
+/// nodes are needed only for their other outputs, if any).
+fn needed_nodes_until(nodes: &[crate::graph::tensor::Node], roots: impl Iterator<Item = ValueId>, given: &HashMap<ValueId, Tensor>) -> Vec<bool> {
+    if given.is_empty() {
+        return needed_nodes(nodes, roots);
+    }
+    let mut needed = vec![false; nodes.len()];
+    let mut stack: Vec<ValueId> = roots.collect();
+    while let Some(v) = stack.pop() {
+        if given.contains_key(&v) || needed[v.node] {
+            continue;
+        }
+        needed[v.node] = true;
+        stack.extend(nodes[v.node].inputs.iter().copied());
+    }
+    needed
 }
 
 /// `stablehlo.while`: repeats `body` on the carries while `cond` holds.
@@ -114,9 +142,99 @@ pub fn while_loop(cond: &Function, body: &Function, init: &[&Tensor]) -> Result<
     first.graph().apply(WhileLoop { cond: cond.clone(), body: body.clone() }, init)
 }
 
+/// What a loop stores for its VJP as it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stores {
+    /// Nothing: the VJP runs the loop forward again to store the carries.
+    Nothing,
+    /// The carries each iteration starts from; the VJP recomputes the body
+    /// from them (rematerialisation).
+    Carries,
+    /// Those and the body's matrix products that its VJP needs: the VJP
+    /// runs the body's backward part and recomputes only the cheap rest
+    /// (norms, activations, softmax) from the stored products.
+    Activations,
+}
+
+/// The body's VJP as a function of `(i, carries, cotangents of the float
+/// carries)`, and the matrix products of its graph (from its replay of the
+/// body) that its backward nodes need and that change from iteration to
+/// iteration: a loop that stores activations stacks these as it runs, and
+/// its VJP takes them as given instead of computing them again.
+#[derive(Debug)]
+struct BodyVjp {
+    function: Function,
+    saved: Vec<Tensor>,
+    /// The body's outputs in `function`'s graph.
+    body_outputs: Vec<Tensor>,
+}
+
+impl BodyVjp {
+    fn build(body: &Function, varying: &[usize]) -> Result<BodyVjp> {
+        let carries = body.output_types();
+        let float: Vec<usize> = (0..carries.len()).filter(|&k| carries[k].dtype.is_float()).collect();
+        let mut types = vec![TensorType::scalar(DType::I32)];
+        types.extend(carries.iter().cloned());
+        types.extend(float.iter().map(|&k| carries[k].clone()));
+        let mut body_outputs = Vec::new();
+        let mut first_backward = 0;
+        let function = Function::build("fori_body_vjp", &types, |a| {
+            let args: Vec<&Tensor> = a[..1 + carries.len()].iter().collect();
+            body_outputs = body.call(a[0].graph(), &args)?;
+            first_backward = a[0].graph().data.borrow().nodes.len();
+            let outs: Vec<&Tensor> = float.iter().map(|&k| &body_outputs[k]).collect();
+            let cts: Vec<&Tensor> = a[1 + carries.len()..].iter().collect();
+            let wrt: Vec<&Tensor> = float.iter().map(|&k| &a[1 + k]).collect();
+            vjp(&outs, &cts, &wrt)
+        })?;
+        let saved = {
+            let data = function.graph.data.borrow();
+            let nodes = &data.nodes;
+            // Forward values that depend on a carry the body changes; the
+            // others (weights read at `i`, masks) are recomputed when needed.
+            let mut varies = vec![false; first_backward];
+            for (n, node) in nodes.iter().enumerate().take(first_backward) {
+                varies[n] = match node.prim.as_any().downcast_ref::<Parameter>() {
+                    Some(p) => p.index >= 1 && varying.contains(&(p.index - 1)),
+                    None => node.inputs.iter().any(|v| varies[v.node]),
+                };
+            }
+            // Only matrix products are stored (JAX's `checkpoint_dots`
+            // policy): what the backward part reads of the rest (norms,
+            // activations, softmax) is recomputed from them, which XLA fuses
+            // into the backward part's kernels; storing every value it reads
+            // was slower on CPU than recomputing the whole layer.
+            let is_param = |n: usize| nodes[n].prim.as_any().downcast_ref::<Parameter>().is_some();
+            let is_dot = |n: usize| nodes[n].prim.name() == "dot_general";
+            let mut stack: Vec<ValueId> = nodes[first_backward..]
+                .iter()
+                .flat_map(|node| node.inputs.iter().copied())
+                .chain(function.outputs.iter().map(|t| t.id))
+                .filter(|v| v.node < first_backward)
+                .collect();
+            let mut seen = std::collections::HashSet::new();
+            let mut read = Vec::new();
+            while let Some(v) = stack.pop() {
+                if !seen.insert(v) || !varies[v.node] || is_param(v.node) {
+                    continue;
+                }
+                if is_dot(v.node) {
+                    read.push(v);
+                } else {
+                    stack.extend(nodes[v.node].inputs.iter().copied());
+                }
+            }
+            read.sort_by_key(|v| (v.node, v.index));
+            read
+        };
+        let saved = saved.into_iter().map(|v| function.graph.tensor(v)).collect();
+        Ok(BodyVjp { function, saved, body_outputs })
+    }
+}
+
 /// A loop over `i` in `lower..upper` (`i` an i32 scalar). Inputs and outputs:
 /// the counter, the carries, then a `[trip count, ...]` stack per recorded
-/// carry; `body` maps `(i, carries)` to new carries.
+/// carry and per saved activation; `body` maps `(i, carries)` to new carries.
 #[derive(Debug)]
 pub struct ForiLoop {
     pub lower: i64,
@@ -126,29 +244,53 @@ pub struct ForiLoop {
     /// into a stack of its own, for the VJP: the carries the body changes,
     /// or none.
     recorded: Vec<usize>,
+    /// With [`Stores::Activations`]: the body's VJP and what it reads.
+    activations: Option<BodyVjp>,
     cond: Function,
     step: Function,
 }
 
 impl ForiLoop {
-    fn new(lower: i64, upper: i64, body: Function, record: bool) -> Result<ForiLoop> {
+    fn new(lower: i64, upper: i64, body: Function, stores: Stores) -> Result<ForiLoop> {
+        let n = upper - lower;
         let carries = body.output_types();
-        let recorded: Vec<usize> = if record { changed_carries(&body) } else { Vec::new() };
+        let recorded: Vec<usize> = if stores == Stores::Nothing { Vec::new() } else { changed_carries(&body) };
+        let activations = if stores == Stores::Activations { Some(BodyVjp::build(&body, &recorded)?) } else { None };
+        let saved_types: Vec<TensorType> = activations.iter().flat_map(|a| a.saved.iter().map(|t| stack_type(t.ty(), n))).collect();
         let mut types = vec![TensorType::scalar(DType::I32)];
         types.extend(carries.iter().cloned());
-        types.extend(recorded.iter().map(|&k| stack_type(&carries[k], upper - lower)));
+        types.extend(recorded.iter().map(|&k| stack_type(&carries[k], n)));
+        types.extend(saved_types);
         let cond = Function::build("fori_cond", &types, |a| Ok(vec![a[0].lt(&a[0].scalar_like(upper as f64))?]))?;
         let step = Function::build("fori_step", &types, |a| {
             let args: Vec<&Tensor> = a[..1 + carries.len()].iter().collect();
             let mut out = vec![a[0].add_scalar(1.0)?];
-            out.extend(body.call(a[0].graph(), &args)?);
+            let saved = match &activations {
+                None => {
+                    out.extend(body.call(a[0].graph(), &args)?);
+                    Vec::new()
+                }
+                Some(act) => {
+                    // The body and the values its VJP will read, in one replay.
+                    let args: Vec<Option<&Tensor>> = args.iter().map(|t| Some(*t)).collect();
+                    let wanted: Vec<Tensor> = act.body_outputs.iter().chain(&act.saved).cloned().collect();
+                    let mut values = act.function.replay(a[0].graph(), &args, &wanted, &HashMap::new())?;
+                    let saved = values.split_off(carries.len());
+                    out.extend(values);
+                    saved
+                }
+            };
             let at = a[0].add_scalar(-(lower as f64))?;
+            let stacks = &a[1 + carries.len()..];
             for (j, &k) in recorded.iter().enumerate() {
-                out.push(write_row(&a[1 + carries.len() + j], &a[1 + k], &at)?);
+                out.push(write_row(&stacks[j], &a[1 + k], &at)?);
+            }
+            for (j, value) in saved.iter().enumerate() {
+                out.push(write_row(&stacks[recorded.len() + j], value, &at)?);
             }
             Ok(out)
         })?;
-        Ok(ForiLoop { lower, upper, body, recorded, cond, step })
+        Ok(ForiLoop { lower, upper, body, recorded, activations, cond, step })
     }
 
     fn trip_count(&self) -> i64 {
@@ -184,7 +326,7 @@ impl Primitive for ForiLoop {
         let carries = &ins[1..1 + n_carries];
         let float: Vec<usize> = (0..carries.len()).filter(|&k| carries[k].dtype().is_float()).collect();
         if cts[1 + n_carries..].iter().any(Option::is_some) {
-            op_bail!("fori_loop", "cannot differentiate the stacks a loop recorded for its own gradient (a second-order gradient through fori_loop_recording)");
+            op_bail!("fori_loop", "cannot differentiate the stacks a loop recorded for its own gradient (a second-order gradient through fori_loop_storing)");
         }
         let mut result = vec![None; ins.len()];
         if float.iter().all(|&k| cts[k + 1].is_none()) {
@@ -203,7 +345,8 @@ impl Primitive for ForiLoop {
         let varying = changed_carries(&self.body);
         let body = &self.body;
         let rerun;
-        let stacks: &[Tensor] = if self.recorded.is_empty() {
+        let stored = &outs[1 + n_carries..];
+        let (stacks, saved_stacks): (&[Tensor], &[Tensor]) = if self.recorded.is_empty() {
             // An ordinary loop with the stacks as carries, so that this
             // gradient can be differentiated again.
             let zeros: Vec<Tensor> = varying.iter().map(|&k| g.zeros(carries[k].dtype(), &stack_type(carries[k].ty(), n).shape)).collect();
@@ -220,10 +363,11 @@ impl Primitive for ForiLoop {
                 }
                 Ok(next)
             })?;
-            &rerun[carries.len()..]
+            (&rerun[carries.len()..], &[])
         } else {
-            &outs[1 + n_carries..]
+            stored.split_at(self.recorded.len())
         };
+        let n_saved = saved_stacks.len();
 
         // Backward: walk the iterations in reverse, pulling the cotangent of the
         // float carries through the body at each stored starting point. The
@@ -237,22 +381,38 @@ impl Primitive for ForiLoop {
             .collect::<Result<_>>()?;
         let mut init: Vec<&Tensor> = cts0.iter().collect();
         init.extend(stacks.iter());
+        init.extend(saved_stacks.iter());
         init.extend(carries.iter());
+        let activations = &self.activations;
         let back = fori_loop(0, n, &init, |j, state| {
             let (ct, rest) = state.split_at(float.len());
-            let (ss, invariant) = rest.split_at(varying.len());
+            let (ss, rest_after) = rest.split_at(varying.len());
+            let (saved_rows, invariant) = rest_after.split_at(n_saved);
             let i = j.neg()?.add_scalar((upper - 1) as f64)?;
             let at = i.add_scalar(-(lower as f64))?;
             let mut cs: Vec<Tensor> = invariant.to_vec();
             for (&k, s) in varying.iter().zip(ss) {
                 cs[k] = read_row(s, &at)?;
             }
-            let mut call_args: Vec<&Tensor> = vec![&i];
-            call_args.extend(cs.iter());
-            let outs = body.call(j.graph(), &call_args)?;
-            let float_outs: Vec<&Tensor> = float.iter().map(|&k| &outs[k]).collect();
-            let wrt: Vec<&Tensor> = float.iter().map(|&k| &cs[k]).collect();
-            let mut next = vjp(&float_outs, &ct.iter().collect::<Vec<_>>(), &wrt)?;
+            let mut next = match activations {
+                // The body's backward part alone, reading its stored values.
+                Some(act) => {
+                    let given: HashMap<ValueId, Tensor> =
+                        act.saved.iter().zip(saved_rows).map(|(t, s)| Ok((t.id, read_row(s, &at)?))).collect::<Result<_>>()?;
+                    let mut args: Vec<Option<&Tensor>> = vec![Some(&i)];
+                    args.extend(cs.iter().map(Some));
+                    args.extend(ct.iter().map(Some));
+                    act.function.replay(j.graph(), &args, &act.function.outputs, &given)?
+                }
+                None => {
+                    let mut call_args: Vec<&Tensor> = vec![&i];
+                    call_args.extend(cs.iter());
+                    let outs = body.call(j.graph(), &call_args)?;
+                    let float_outs: Vec<&Tensor> = float.iter().map(|&k| &outs[k]).collect();
+                    let wrt: Vec<&Tensor> = float.iter().map(|&k| &cs[k]).collect();
+                    vjp(&float_outs, &ct.iter().collect::<Vec<_>>(), &wrt)?
+                }
+            };
             next.extend(rest.iter().cloned());
             Ok(next)
         })?;
@@ -296,28 +456,31 @@ fn read_row(stack: &Tensor, at: &Tensor) -> Result<Tensor> {
 /// that change; those returned unchanged are kept once), then runs a
 /// reverse loop applying the body's VJP. That VJP is built from loops too, so
 /// higher-order gradients work. A loop whose gradient is always taken can
-/// store them on its first run instead: [`fori_loop_recording`].
+/// store what it reads on its first run instead: [`fori_loop_storing`].
 pub fn fori_loop(
     lower: i64,
     upper: i64,
     init: &[&Tensor],
     body: impl FnOnce(&Tensor, &[Tensor]) -> Result<Vec<Tensor>>,
 ) -> Result<Vec<Tensor>> {
-    fori_loop_with(lower, upper, init, body, false)
+    fori_loop_with(lower, upper, init, body, Stores::Nothing)
 }
 
-/// [`fori_loop`] that stores the carries each iteration starts from as it
-/// runs, so that its VJP does not run the loop forward a second time (for a
+/// [`fori_loop`] that stores what its VJP reads as it runs (see [`Stores`]),
+/// so that the VJP does not run the loop forward a second time (for a
 /// scanned layer stack, one forward pass of every layer less per training
-/// step). Where no gradient is taken, XLA drops the unused stores. Its
-/// gradient cannot itself be differentiated.
-pub fn fori_loop_recording(
+/// step); with [`Stores::Activations`] it does not recompute the body's
+/// matrix products either, for the memory of every iteration's products.
+/// Where no gradient is taken, XLA drops the unused stores. Its gradient
+/// cannot itself be differentiated.
+pub fn fori_loop_storing(
+    stores: Stores,
     lower: i64,
     upper: i64,
     init: &[&Tensor],
     body: impl FnOnce(&Tensor, &[Tensor]) -> Result<Vec<Tensor>>,
 ) -> Result<Vec<Tensor>> {
-    fori_loop_with(lower, upper, init, body, true)
+    fori_loop_with(lower, upper, init, body, stores)
 }
 
 fn fori_loop_with(
@@ -325,7 +488,7 @@ fn fori_loop_with(
     upper: i64,
     init: &[&Tensor],
     body: impl FnOnce(&Tensor, &[Tensor]) -> Result<Vec<Tensor>>,
-    record: bool,
+    stores: Stores,
 ) -> Result<Vec<Tensor>> {
     let Some(first) = init.first() else { op_bail!("fori_loop", "needs at least one carry") };
     let in_range = |v: i64| i32::try_from(v).is_ok();
@@ -343,8 +506,10 @@ fn fori_loop_with(
     }
     let g = first.graph();
     let counter = g.scalar(lower as f64, DType::I32);
-    let prim = ForiLoop::new(lower, upper, body, record)?;
-    let stacks: Vec<Tensor> = prim.recorded.iter().map(|&k| g.zeros(init[k].dtype(), &stack_type(init[k].ty(), upper - lower).shape)).collect();
+    let prim = ForiLoop::new(lower, upper, body, stores)?;
+    let n = upper - lower;
+    let mut stacks: Vec<Tensor> = prim.recorded.iter().map(|&k| g.zeros(init[k].dtype(), &stack_type(init[k].ty(), n).shape)).collect();
+    stacks.extend(prim.activations.iter().flat_map(|a| a.saved.iter().map(|t| g.zeros(t.dtype(), &stack_type(t.ty(), n).shape))));
     let mut inputs = vec![&counter];
     inputs.extend(init.iter().copied());
     inputs.extend(stacks.iter());

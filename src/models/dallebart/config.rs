@@ -35,13 +35,13 @@ pub struct DalleBartConfig {
     /// Run each stack of layers as a loop over one compiled layer body (as
     /// dalle-mini's `use_scan`), so compile time does not grow with depth.
     /// Only the computation changes: parameters keep their per-layer names,
-    /// so checkpoints are the same either way. The backward pass recomputes
-    /// each layer's forward from its input (per-layer rematerialisation).
+    /// so checkpoints are the same either way.
     #[serde(default)]
     pub scan_layers: bool,
     /// Keep only each layer's input for the backward pass and recompute the
     /// rest (gradient checkpointing): less activation memory for about one
-    /// more forward pass. Implied by `scan_layers`.
+    /// more forward pass, unrolled or scanned (mega's batch of 448 fits a v3
+    /// core scanned only with it).
     #[serde(default)]
     pub remat_layers: bool,
 }

@@ -129,7 +129,8 @@ impl DalleBart {
 
     fn stack_mode(&self) -> StackMode {
         match (self.config.scan_layers, self.config.remat_layers) {
-            (true, _) => StackMode::Scan,
+            (true, true) => StackMode::ScanRemat,
+            (true, false) => StackMode::Scan,
             (false, true) => StackMode::Remat,
             (false, false) => StackMode::Unrolled,
         }
