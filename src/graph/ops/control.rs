@@ -283,10 +283,10 @@ impl ForiLoop {
             let at = a[0].add_scalar(-(lower as f64))?;
             let stacks = &a[1 + carries.len()..];
             for (j, &k) in recorded.iter().enumerate() {
-                out.push(write_row(&stacks[j], &a[1 + k], &at)?);
+                out.push(stacks[j].dynamic_update_index(&at, &a[1 + k])?);
             }
             for (j, value) in saved.iter().enumerate() {
-                out.push(write_row(&stacks[recorded.len() + j], value, &at)?);
+                out.push(stacks[recorded.len() + j].dynamic_update_index(&at, value)?);
             }
             Ok(out)
         })?;
@@ -359,7 +359,7 @@ impl Primitive for ForiLoop {
                 call_args.extend(cs.iter());
                 let mut next = body.call(i.graph(), &call_args)?;
                 for (&k, s) in varying.iter().zip(ss) {
-                    next.push(write_row(s, &cs[k], &at)?);
+                    next.push(s.dynamic_update_index(&at, &cs[k])?);
                 }
                 Ok(next)
             })?;
@@ -392,13 +392,13 @@ impl Primitive for ForiLoop {
             let at = i.add_scalar(-(lower as f64))?;
             let mut cs: Vec<Tensor> = invariant.to_vec();
             for (&k, s) in varying.iter().zip(ss) {
-                cs[k] = read_row(s, &at)?;
+                cs[k] = s.dynamic_index(&at)?;
             }
             let mut next = match activations {
                 // The body's backward part alone, reading its stored values.
                 Some(act) => {
                     let given: HashMap<ValueId, Tensor> =
-                        act.saved.iter().zip(saved_rows).map(|(t, s)| Ok((t.id, read_row(s, &at)?))).collect::<Result<_>>()?;
+                        act.saved.iter().zip(saved_rows).map(|(t, s)| Ok((t.id, s.dynamic_index(&at)?))).collect::<Result<_>>()?;
                     let mut args: Vec<Option<&Tensor>> = vec![Some(&i)];
                     args.extend(cs.iter().map(Some));
                     args.extend(ct.iter().map(Some));
@@ -424,24 +424,6 @@ impl Primitive for ForiLoop {
     fn as_any(&self) -> &dyn Any {
         self
     }
-}
-
-/// `stack` with row `at` of its first axis replaced by `value`.
-fn write_row(stack: &Tensor, value: &Tensor, at: &Tensor) -> Result<Tensor> {
-    let zero = at.zeros_like()?;
-    let mut starts = vec![at];
-    starts.extend(std::iter::repeat(&zero).take(value.rank()));
-    stack.dynamic_update_slice(&value.unsqueeze(0)?, &starts)
-}
-
-/// Row `at` of the first axis of `stack`.
-fn read_row(stack: &Tensor, at: &Tensor) -> Result<Tensor> {
-    let zero = at.zeros_like()?;
-    let mut starts = vec![at];
-    starts.extend(std::iter::repeat(&zero).take(stack.rank() - 1));
-    let mut sizes = stack.shape().to_vec();
-    sizes[0] = 1;
-    stack.dynamic_slice(&starts, &sizes)?.squeeze(0)
 }
 
 /// Runs `body(i, carries) -> carries` for `i` in `lower..upper` (an i32 scalar),
