@@ -4,6 +4,7 @@
 
 mod config;
 mod fit;
+mod layout;
 pub mod mesh;
 mod metrics;
 mod run_dir;
@@ -11,5 +12,6 @@ mod run_dir;
 pub use config::LoopConfig;
 pub use mesh::{Axis, Mesh, Placement};
 pub use fit::{fit, FitOptions, Outcome, StepRecord, Trainable};
+pub use layout::NetLayout;
 pub use metrics::{MetricsLog, StepMetrics, LOSS_PLOT_FILE, METRICS_FILE};
 pub use run_dir::{RunDir, CONFIG_FILE};

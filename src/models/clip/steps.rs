@@ -20,7 +20,7 @@ use super::Clip;
 use crate::error::Result;
 use crate::graph::{all_gather, all_reduce_sum, grad, Graph, Result as GraphResult, Tensor};
 use crate::host::HostTensor;
-use crate::models::vqgan::NetLayout;
+use crate::train::NetLayout;
 use crate::nn::{cross_entropy, VarBuilder};
 use crate::optim::{clip_by_global_norm, Optimizer, StepScalars};
 use crate::pjrt::Client;

@@ -14,10 +14,10 @@ use crate::data::images::{ImageBatch, ImageIndex, ImageLoader, LoaderOptions, Sk
 use crate::error::{Error, Result};
 use crate::graph::TensorType;
 use crate::host::HostTensor;
-use crate::models::vqgan::{to_safetensors, NetLayout};
+use crate::models::vqgan::to_safetensors;
 use crate::pjrt::{Buffer, Client};
 use crate::runtime::download;
-use crate::train::{StepRecord, Trainable};
+use crate::train::{NetLayout, StepRecord, Trainable};
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -18,6 +18,6 @@ pub use model::{CrossAttentionKv, DalleBart, DecoderCache};
 pub use params::{parameter_groups, parameter_specs};
 pub use flax::{load_weights_dir, ImportedDalleBart};
 pub use partition::model_axis_dim;
-pub use steps::{compile_step_programs, MeshPlacements, StepLayout, StepPrograms, StepSetup};
+pub use steps::{accumulator_names, compile_step_programs, MeshPlacements, StepPrograms, StepSetup};
 pub use train_config::TrainConfig;
 pub use trainer::Trainer;

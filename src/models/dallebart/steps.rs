@@ -14,40 +14,21 @@ use crate::nn::{ParamSpec, VarBuilder};
 use crate::optim::{clip_by_global_norm, Optimizer, StateSpec, StepScalars};
 use crate::pjrt::Client;
 use crate::runtime::{Program, ProgramOptions};
-use crate::train::{Axis, Mesh, Placement};
+use crate::train::{Axis, Mesh, NetLayout, Placement};
 use crate::DType;
 use std::collections::HashMap;
 
 /// Number of batch arguments (input ids, attention mask, labels) that lead every program.
 pub const BATCH_ARGS: usize = 3;
 
-/// What the trainer keeps on each device: parameters, then optimizer state.
-pub struct StepLayout {
-    pub params: Vec<ParamSpec>,
-    /// Optimizer state per parameter, flattened in parameter order.
-    pub state: Vec<(String, StateSpec)>,
-}
-
-impl StepLayout {
-    /// Checkpoint names of the on-device values, in order: parameters, then `<param>/<suffix>`.
-    pub fn names(&self) -> Vec<String> {
-        let params = self.params.iter().map(|p| p.name.clone());
-        params.chain(self.state.iter().map(|(p, s)| format!("{p}/{}", s.suffix))).collect()
-    }
-
-    /// Names of the gradient-accumulation values: `<param>/grad_acc` per parameter, then `loss_acc`.
-    pub fn accumulator_names(&self) -> Vec<String> {
-        accumulator_names(&self.params)
-    }
-}
-
-fn accumulator_names(params: &[ParamSpec]) -> Vec<String> {
+/// Names of the gradient-accumulation values: `<param>/grad_acc` per parameter, then `loss_acc`.
+pub fn accumulator_names(params: &[ParamSpec]) -> Vec<String> {
     params.iter().map(|p| format!("{}/grad_acc", p.name)).chain(["loss_acc".to_string()]).collect()
 }
 
 /// The programs of one training setup.
 pub struct StepPrograms {
-    pub layout: StepLayout,
+    pub layout: NetLayout,
     /// Fused update (no accumulation): `(batch, params, state, lr, count) -> (params, state, loss, grad_norm)`.
     pub train: Option<Program>,
     /// `(batch, params, grad_acc, loss_acc) -> (grad_acc, loss_acc)`, accumulators donated.
@@ -228,7 +209,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         return Err(crate::error::Error::Invalid("a mesh-sharded step is one SPMD program: replicas must be 1".into()));
     }
     let mut programs =
-        StepPrograms { layout: StepLayout { params: vec![], state: vec![] }, train: None, accumulate: None, apply: None, eval: None, mesh: None };
+        StepPrograms { layout: NetLayout { params: vec![], state: vec![] }, train: None, accumulate: None, apply: None, eval: None, mesh: None };
     // The parameter specs decide the placements; they come from tracing the model once.
     let placements = match s.mesh {
         Some(mesh) => {
@@ -252,7 +233,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         let mean_loss = replica_sum(&loss, n)?.scale(scale_of(1))?;
         let outs = update_outputs(&g, s.optimizer, s.max_grad_norm, &params, &state, &mean_grads, mean_loss, partitions, &vb.stack_indices())?;
         let donated = BATCH_ARGS..BATCH_ARGS + params.len() + state_specs.len();
-        let layout = StepLayout { params: specs, state: state_specs };
+        let layout = NetLayout { params: specs, state: state_specs };
         let names = update_names(&layout.names());
         programs.train = Some(compile(s, p, &g, &outs, &names, ProgramOptions::replicated(n).donating(donated))?);
         programs.layout = layout;
@@ -291,7 +272,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
         }
         outs.extend(tail);
         let donated = 0..2 * params.len() + state_specs.len() + 1;
-        let layout = StepLayout { params: specs, state: state_specs };
+        let layout = NetLayout { params: specs, state: state_specs };
         let mut names = layout.names();
         names.extend(acc_names);
         names.extend(["loss".to_string(), "grad_norm".to_string()]);

@@ -2,9 +2,9 @@
 //! programs, the weights on every device and the data loaders. The loop that
 //! drives it (logging, evaluation, checkpoints) is [`crate::train::fit`].
 
-use super::steps::{compile_step_programs, StepLayout, StepPrograms, StepSetup};
+use super::steps::{accumulator_names, compile_step_programs, StepPrograms, StepSetup};
 use super::train_config::TrainConfig;
-use crate::train::{StepRecord, Trainable};
+use crate::train::{NetLayout, StepRecord, Trainable};
 use crate::checkpoint::{Checkpoint, CheckpointMeta, Snapshot};
 use crate::data::{Batch, DataPosition, Dataset, Loader, LoaderSpec};
 use crate::error::{Error, Result};
@@ -188,7 +188,7 @@ impl Trainer {
         self.program().exe.device_indices()
     }
 
-    pub fn layout(&self) -> &StepLayout {
+    pub fn layout(&self) -> &NetLayout {
         &self.programs.layout
     }
 
@@ -212,7 +212,7 @@ impl Trainer {
         Ok(params.into_iter().chain(layout.state.iter().map(|(_, s)| s.initial_value())).collect())
     }
 
-    /// Puts parameters and optimizer state (in [`StepLayout::names`] order) on every device.
+    /// Puts parameters and optimizer state (in [`NetLayout::names`] order) on every device.
     pub fn load_values(&mut self, values: &[HostTensor]) -> Result<()> {
         self.load_borrowed_values(&values.iter().collect::<Vec<_>>())
     }
@@ -222,15 +222,7 @@ impl Trainer {
     /// the checkpoint and one device's shards, not further copies of all of it.
     fn load_borrowed_values(&mut self, values: &[&HostTensor]) -> Result<()> {
         let layout = &self.programs.layout;
-        let expected = layout.params.iter().map(|p| &p.ty).chain(layout.state.iter().map(|(_, s)| &s.ty));
-        for ((name, want), got) in layout.names().iter().zip(expected).zip(values) {
-            if want.dtype != got.dtype || want.shape != got.shape {
-                return Err(Error::Invalid(format!("'{name}' must be {want}, got {}{:?}", got.dtype, got.shape)));
-            }
-        }
-        if values.len() != layout.names().len() {
-            return Err(Error::Invalid(format!("expected {} tensors, got {}", layout.names().len(), values.len())));
-        }
+        layout.check(values, "DalleBart training state")?;
         let mut zeros: Vec<HostTensor> = Vec::new();
         if self.programs.accumulate.is_some() {
             zeros.extend(layout.params.iter().map(|p| HostTensor::zeros(p.ty.dtype, &p.ty.shape)));
@@ -244,7 +236,7 @@ impl Trainer {
         // Each device gets its shard of every value.
         let mut names = layout.names();
         if self.programs.accumulate.is_some() {
-            names.extend(layout.accumulator_names());
+            names.extend(accumulator_names(&layout.params));
         }
         let placements: Vec<_> = names.iter().zip(&all).map(|(n, v)| mesh.of(n, &v.shape)).collect::<Result<_>>()?;
         self.device_state = (0..self.replicas)
@@ -439,14 +431,7 @@ impl Trainable for Trainer {
     }
 
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let by_name: std::collections::HashMap<&str, &HostTensor> = checkpoint.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let values = self
-            .programs
-            .layout
-            .names()
-            .iter()
-            .map(|n| by_name.get(n.as_str()).copied().ok_or_else(|| Error::Invalid(format!("the checkpoint has no tensor '{n}'"))))
-            .collect::<Result<Vec<_>>>()?;
+        let values = self.programs.layout.pick(checkpoint, "")?;
         self.load_borrowed_values(&values)?;
         let position: DataPosition = serde_json::from_value(checkpoint.meta.data_position.clone())
             .map_err(|e| Error::Invalid(format!("the checkpoint's data position is unreadable: {e}")))?;
@@ -457,9 +442,7 @@ impl Trainable for Trainer {
     }
 
     fn tensor_types(&self) -> Vec<(String, TensorType)> {
-        let layout = &self.programs.layout;
-        let types = layout.params.iter().map(|p| p.ty.clone()).chain(layout.state.iter().map(|(_, s)| s.ty.clone()));
-        layout.names().into_iter().zip(types).collect()
+        self.programs.layout.tensor_types("")
     }
 }
 

@@ -6,7 +6,7 @@
 //! weights alone can be exported to a self-describing safetensors file
 //! (`vqgan.safetensors`, model config in its metadata) for `dalle encode`.
 
-use super::steps::{NetLayout, VqganSetup, VqganSteps, DISCRIMINATOR_STATS, GENERATOR_GAN_STATS, GENERATOR_STATS};
+use super::steps::{VqganSetup, VqganSteps, DISCRIMINATOR_STATS, GENERATOR_GAN_STATS, GENERATOR_STATS};
 use super::train_config::VqganTrainConfig;
 use crate::weights::{read_safetensors_with_metadata, to_safetensors_with_metadata};
 use super::{Lpips, Vqgan, VqganConfig};
@@ -17,7 +17,7 @@ use crate::graph::TensorType;
 use crate::host::HostTensor;
 use crate::pjrt::{Buffer, Client};
 use crate::runtime::{download, Program};
-use crate::train::{StepRecord, Trainable};
+use crate::train::{NetLayout, StepRecord, Trainable};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
