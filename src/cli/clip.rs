@@ -2,11 +2,11 @@
 //! Hugging Face CLIP checkpoint directory) and `dalle train-clip`.
 
 use super::common::DeviceArgs;
-use super::training::{finish, fit_with_progress, overrides_with_run, Launch, StopHandling};
+use super::training::{finish, train_in_run, Trained, TrainingArgs};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use dalle_xla::models::clip::{export_hf, ClipTrainConfig, ClipTrainer, Scorer, ScorerOptions};
-use dalle_xla::train::{FitOptions, RunDir, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
+use dalle_xla::train::{StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
 use std::path::{Path, PathBuf};
 
 /// Where `dalle train-clip` exports the trained model in a run directory.
@@ -17,38 +17,20 @@ pub struct TrainClipArgs {
     /// Training config (YAML).
     #[arg(long, default_value = "configs/clip/tiny.yaml")]
     pub config: PathBuf,
-    /// Config overrides, `key.path=value` (repeatable), e.g. `--set train.steps=500`.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
-    /// Run directory: local path, gs://bucket/prefix, s3://bucket/prefix (overrides `train.run_dir`).
-    #[arg(long)]
-    pub run: Option<String>,
     #[command(flatten)]
-    pub device: DeviceArgs,
+    pub training: TrainingArgs,
 }
 
 pub fn train(args: TrainClipArgs) -> anyhow::Result<()> {
-    let (config, tree) = ClipTrainConfig::load(&args.config, &overrides_with_run(&args.overrides, &args.run))?;
-    let stop = StopHandling::install(&config.checkpoint)?;
-    // A bad run URL, storage setting or credential should fail now, not after compiling the model.
-    let lease = RunDir::lease(&config.train.run_dir, &config.storage)?;
-    let client = args.device.client()?;
-    let mut trainer = ClipTrainer::new(&client, config.clone())?;
-    let mut run = RunDir::resume(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
-    let launch = Launch {
-        what: format!("a {:.2}M-parameter CLIP", trainer.parameter_count() as f64 / 1e6),
-        replicas: trainer.replicas,
-        platform: &client.platform(),
-        batch_size: config.train.batch_size,
-    };
+    let (config, tree) = ClipTrainConfig::load(&args.config, &args.training.overrides())?;
+    let client = args.training.device.client()?;
     let status = |m: &StepMetrics| {
         let eval = m.eval_loss.map(|e| format!(" eval loss {e:.4}")).unwrap_or_default();
         let acc = m.extra.get("accuracy").copied().unwrap_or(f64::NAN);
         let scale = m.extra.get("logit_scale").copied().unwrap_or(f64::NAN);
         format!("loss {:.4} in-batch accuracy {acc:.3} temperature {:.4}{eval} {:.1} images/s", m.loss, (-scale).exp(), m.samples_per_sec)
     };
-    let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop.signal, title: format!("{} ({})", args.config.display(), run.location.url) };
-    let outcome = fit_with_progress(&mut trainer, &mut run, &options, launch, status)?;
+    let Trained { trainer, run, outcome } = train_in_run(&args.config, &config, &tree, &client, |_| ClipTrainer::new(&client, config.clone()), status)?;
     let skipped = trainer.skipped_images();
     if !skipped.skipped.is_empty() {
         tracing::warn!("{skipped}");

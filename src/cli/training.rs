@@ -1,12 +1,68 @@
-//! What every training command shares: `--run`, the stop signal, the loop
-//! with its progress bar and log lines, and turning the loop's outcome into a
-//! message and an exit status.
+//! What every training command shares: `--set`, `--run` and the device
+//! arguments, the stop signal, the run directory, the loop with its progress
+//! bar and log lines, and turning the loop's outcome into a message and an
+//! exit status.
 
+use super::common::DeviceArgs;
 use super::ExitStatus;
+use clap::Args;
 use dalle_xla::checkpoint::{CheckpointConfig, MetadataWatcher, StopSignal};
-use dalle_xla::train::{fit, FitOptions, Outcome, RunDir, StepMetrics, Trainable};
+use dalle_xla::pjrt::Client;
+use dalle_xla::train::{fit, FitOptions, Outcome, RunDir, StepMetrics, TrainSections, Trainable};
 use indicatif::{ProgressBar, ProgressStyle};
 use object_store::ObjectStoreExt;
+use std::path::Path;
+
+/// The arguments of `dalle train`, `train-vqgan` and `train-clip` besides the config file.
+#[derive(Args)]
+pub struct TrainingArgs {
+    /// Config overrides, `key.path=value` (repeatable), e.g. `--set train.steps=500`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Run directory: local path, gs://bucket/prefix, s3://bucket/prefix (overrides `train.run_dir`).
+    #[arg(long)]
+    pub run: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+impl TrainingArgs {
+    /// The `--set` overrides, and `--run` (when given) as `train.run_dir` after them.
+    pub fn overrides(&self) -> Vec<String> {
+        overrides_with_run(&self.overrides, &self.run)
+    }
+}
+
+/// A training command's model and run once its loop has ended.
+pub struct Trained<T> {
+    pub trainer: T,
+    pub run: RunDir,
+    pub outcome: Outcome,
+}
+
+/// What a training command does between loading its config and writing its
+/// outputs: takes the run directory's writer lease (a bad run URL, storage
+/// setting or credential fails before anything compiles), builds the trainer,
+/// resumes the run's newest checkpoint, and trains until `train.steps` or a
+/// stop with a progress bar whose message `status` writes. `tree` is the
+/// config as the run directory keeps it.
+pub fn train_in_run<T: Trainable>(
+    config_file: &Path,
+    config: &impl TrainSections,
+    tree: &serde_yaml::Value,
+    client: &Client,
+    build: impl FnOnce(&StopSignal) -> dalle_xla::Result<T>,
+    status: impl Fn(&StepMetrics) -> String,
+) -> anyhow::Result<Trained<T>> {
+    let (train, checkpoint, storage) = config.sections();
+    let stop = StopHandling::install(checkpoint)?;
+    let lease = RunDir::lease(&train.run_dir, storage)?;
+    let mut trainer = build(&stop.signal)?;
+    let mut run = RunDir::resume(&mut trainer, &train.run_dir, storage, &serde_yaml::to_string(tree)?, checkpoint, lease)?;
+    let options = FitOptions { train, checkpoint, stop: &stop.signal, title: format!("{} ({})", config_file.display(), run.location.url) };
+    let outcome = fit_with_progress(&mut trainer, &mut run, &options, &client.platform(), status)?;
+    Ok(Trained { trainer, run, outcome })
+}
 
 /// SIGTERM/SIGINT handlers and, when the config asks, the GCE metadata watcher;
 /// both end with the session.
@@ -25,28 +81,18 @@ impl StopHandling {
 }
 
 /// The `--set` overrides, and `--run` (when given) as `train.run_dir` after them.
-pub fn overrides_with_run(overrides: &[String], run: &Option<String>) -> Vec<String> {
+fn overrides_with_run(overrides: &[String], run: &Option<String>) -> Vec<String> {
     let mut all = overrides.to_vec();
     all.extend(run.iter().map(|run| format!("train.run_dir={run}")));
     all
 }
 
-/// What a training command trains, for its first log line.
-pub struct Launch<'a> {
-    /// e.g. "a 1.20M-parameter CLIP".
-    pub what: String,
-    pub replicas: usize,
-    pub platform: &'a str,
-    pub batch_size: usize,
-}
-
 /// Trains `model` in `run` until `options.train.steps` or a stop, with a
 /// progress bar whose message `status` writes for each logged step, and a
 /// `progress` log line per logged step with its extra statistics.
-pub fn fit_with_progress(model: &mut dyn Trainable, run: &mut RunDir, options: &FitOptions, launch: Launch, status: impl Fn(&StepMetrics) -> String) -> anyhow::Result<Outcome> {
-    let Launch { what, replicas, platform, batch_size } = launch;
-    let steps = options.train.steps;
-    tracing::info!("training {what} on {replicas} {platform} device(s), global batch {batch_size}, steps {}..{steps}", model.step());
+fn fit_with_progress(model: &mut dyn Trainable, run: &mut RunDir, options: &FitOptions, platform: &str, status: impl Fn(&StepMetrics) -> String) -> anyhow::Result<Outcome> {
+    let (steps, batch_size) = (options.train.steps, options.train.batch_size);
+    tracing::info!("training {} on {} {platform} device(s), global batch {batch_size}, steps {}..{steps}", model.describe(), model.replicas(), model.step());
     let bar = progress_bar(steps, model.step());
     let on_log = |m: &StepMetrics| {
         bar.set_position(m.step);

@@ -3,12 +3,13 @@
 //! tokens) and `dalle decode` (tokens back to PNG files).
 
 use super::common::DeviceArgs;
-use super::training::{finish, fit_with_progress, overrides_with_run, progress_bar, Launch, StopHandling};
+use super::training::{finish, progress_bar, train_in_run, Trained, TrainingArgs};
 use anyhow::Context;
 use clap::Args;
+use dalle_xla::checkpoint::StopSignal;
 use dalle_xla::data::images::{save_png, ImageIndex};
 use dalle_xla::models::vqgan::{encode_dataset, open_vqgan, psnr, read_tokens, weights_file, weights_sha256, EncodeOptions, VqganCodec, VqganTrainConfig, VqganTrainer, WEIGHTS_FILE};
-use dalle_xla::train::{FitOptions, RunDir, StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
+use dalle_xla::train::{StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
 use dalle_xla::HostTensor;
 use std::path::{Path, PathBuf};
 
@@ -17,38 +18,25 @@ pub struct TrainVqganArgs {
     /// Training config (YAML).
     #[arg(long, default_value = "configs/vqgan/tiny.yaml")]
     pub config: PathBuf,
-    /// Config overrides, `key.path=value` (repeatable), e.g. `--set loss.disc_start=5000`.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
-    /// Run directory: local path, gs://bucket/prefix, s3://bucket/prefix (overrides `train.run_dir`).
-    #[arg(long)]
-    pub run: Option<String>,
     #[command(flatten)]
-    pub device: DeviceArgs,
+    pub training: TrainingArgs,
 }
 
 pub fn train(args: TrainVqganArgs) -> anyhow::Result<()> {
-    let (config, tree) = VqganTrainConfig::load(&args.config, &overrides_with_run(&args.overrides, &args.run))?;
-    let stop = StopHandling::install(&config.checkpoint)?;
-    let lease = RunDir::lease(&config.train.run_dir, &config.storage)?;
-    let client = args.device.client()?;
-    let mut trainer = VqganTrainer::new(&client, config.clone())?;
-    trainer.stop_on(stop.signal.clone());
-    let mut run = RunDir::resume(&mut trainer, &config.train.run_dir, &config.storage, &serde_yaml::to_string(&tree)?, &config.checkpoint, lease)?;
-    let launch = Launch {
-        what: format!("a {:.2}M-parameter VQGAN", trainer.parameter_count() as f64 / 1e6),
-        replicas: trainer.replicas,
-        platform: &client.platform(),
-        batch_size: config.train.batch_size,
-    };
+    let (config, tree) = VqganTrainConfig::load(&args.config, &args.training.overrides())?;
+    let client = args.training.device.client()?;
     let status = |m: &StepMetrics| {
         // The VQGAN's evaluation loss is the held-out pixels' mean squared error.
         let eval = m.eval_loss.map(|e| format!(" eval PSNR {:.2} dB", psnr(e))).unwrap_or_default();
         let pixel = m.extra.get("pixel").copied().unwrap_or(f64::NAN);
         format!("loss {:.4} pixel {pixel:.4}{eval} {:.1} images/s", m.loss, m.samples_per_sec)
     };
-    let options = FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop.signal, title: format!("{} ({})", args.config.display(), run.location.url) };
-    let outcome = fit_with_progress(&mut trainer, &mut run, &options, launch, status)?;
+    let build = |stop: &StopSignal| {
+        let mut trainer = VqganTrainer::new(&client, config.clone())?;
+        trainer.stop_on(stop.clone());
+        Ok(trainer)
+    };
+    let Trained { trainer, run, outcome } = train_in_run(&args.config, &config, &tree, &client, build, status)?;
     let skipped = trainer.skipped_images();
     if !skipped.skipped.is_empty() {
         tracing::warn!("{skipped}");

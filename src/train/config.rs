@@ -1,6 +1,15 @@
-//! The loop section every training config shares (`train:` in the YAML).
+//! The loop section every training config shares (`train:` in the YAML),
+//! and the sections code that runs any trainer reads of its config.
 
+use crate::checkpoint::CheckpointConfig;
+use crate::storage::StorageOptions;
 use serde::{Deserialize, Serialize};
+
+/// The sections every training config has (`train:`, `checkpoint:`,
+/// `storage:`), for code that launches any of the trainers.
+pub trait TrainSections: Serialize {
+    fn sections(&self) -> (&LoopConfig, &CheckpointConfig, &StorageOptions);
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

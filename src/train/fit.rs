@@ -22,6 +22,16 @@ pub struct StepRecord {
     pub extra: BTreeMap<String, f64>,
 }
 
+impl StepRecord {
+    /// A record from a step's named statistics: `loss`, `lr` and `grad_norm`
+    /// (NaN when absent) and every other one as an extra.
+    pub fn from_stats(mut stats: BTreeMap<String, f64>, samples: u64) -> StepRecord {
+        let mut take = |name: &str| stats.remove(name).unwrap_or(f64::NAN);
+        let (loss, lr, grad_norm) = (take("loss"), take("lr"), take("grad_norm"));
+        StepRecord { loss, lr, grad_norm, samples, extra: stats }
+    }
+}
+
 /// A model being trained: its compiled steps, weights on device and data.
 pub trait Trainable {
     /// Updates applied so far.
@@ -36,6 +46,15 @@ pub trait Trainable {
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()>;
     /// Names and types of the tensors a checkpoint of this model holds.
     fn tensor_types(&self) -> Vec<(String, TensorType)>;
+    /// The model and its size for log lines, e.g. "a 1.20M-parameter CLIP".
+    fn describe(&self) -> String;
+    /// Devices it trains on.
+    fn replicas(&self) -> usize;
+}
+
+/// "a 1.20M-parameter {model}", as [`Trainable::describe`] says it.
+pub fn describe_model(model: &str, parameters: i64) -> String {
+    format!("a {:.2}M-parameter {model}", parameters as f64 / 1e6)
 }
 
 /// How a call of [`fit`] ended.

@@ -10,7 +10,8 @@ use crate::host::HostTensor;
 use crate::nn::ParamSpec;
 use crate::optim::StateSpec;
 use crate::pjrt::Buffer;
-use std::collections::HashMap;
+use crate::runtime::Program;
+use std::collections::{BTreeMap, HashMap};
 
 /// One optimised network's parameters and optimizer state.
 #[derive(Clone, Debug)]
@@ -83,5 +84,34 @@ impl NetLayout {
     pub fn download(&self, buffers: &[Buffer], prefix: &str) -> Result<Vec<(String, HostTensor)>> {
         self.names().into_iter().zip(buffers).map(|(n, b)| Ok((format!("{prefix}{n}"), crate::runtime::download(b)?))).collect()
     }
+
+    /// Splits each device's outputs of an update program into the updated
+    /// state (the first [`Self::len`]) and what follows it. The first output
+    /// after the state is a vector of statistics: device 0's is read into
+    /// `stats` under `stat_names`; the outputs after it are returned per device.
+    pub fn take_updated(&self, outputs: Vec<Vec<Buffer>>, stat_names: &[&str], stats: &mut BTreeMap<String, f64>) -> Result<(Vec<Vec<Buffer>>, Vec<Vec<Buffer>>)> {
+        let mut state = Vec::with_capacity(outputs.len());
+        let mut rest = Vec::with_capacity(outputs.len());
+        for (d, mut out) in outputs.into_iter().enumerate() {
+            let mut tail = out.split_off(self.len().min(out.len()));
+            if tail.is_empty() {
+                return Err(Error::Invalid(format!("an update program returned {} outputs on device {d}, expected its {} state tensors and statistics", out.len(), self.len())));
+            }
+            let statistics = tail.remove(0);
+            if d == 0 {
+                stats.extend(stat_names.iter().map(|n| n.to_string()).zip(crate::runtime::download(&statistics)?.to_f64_vec()));
+            }
+            state.push(out);
+            rest.push(tail);
+        }
+        Ok((state, rest))
+    }
+}
+
+/// Each device's `[learning rate, update count]`, the inputs every update
+/// program ends with, for the update after `step` updates.
+pub fn update_scalars(program: &Program, replicas: usize, lr: f64, step: u64) -> Result<Vec<Vec<Buffer>>> {
+    let (lr, count) = (HostTensor::scalar(lr as f32), HostTensor::scalar((step + 1) as f32));
+    (0..replicas).map(|d| program.upload(d, &[&lr, &count])).collect()
 }
 

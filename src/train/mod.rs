@@ -9,9 +9,9 @@ pub mod mesh;
 mod metrics;
 mod run_dir;
 
-pub use config::LoopConfig;
+pub use config::{LoopConfig, TrainSections};
 pub use mesh::{Axis, Mesh, Placement};
-pub use fit::{fit, FitOptions, Outcome, StepRecord, Trainable};
-pub use layout::NetLayout;
+pub use fit::{describe_model, fit, FitOptions, Outcome, StepRecord, Trainable};
+pub use layout::{update_scalars, NetLayout};
 pub use metrics::{MetricsLog, StepMetrics, LOSS_PLOT_FILE, METRICS_FILE};
 pub use run_dir::{RunDir, CONFIG_FILE};

@@ -101,3 +101,9 @@ impl crate::config::Validate for ClipTrainConfig {
         ClipTrainConfig::validate(self)
     }
 }
+
+impl crate::train::TrainSections for ClipTrainConfig {
+    fn sections(&self) -> (&LoopConfig, &CheckpointConfig, &crate::storage::StorageOptions) {
+        (&self.train, &self.checkpoint, &self.storage)
+    }
+}

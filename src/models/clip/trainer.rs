@@ -17,7 +17,7 @@ use crate::host::HostTensor;
 use crate::models::vqgan::to_safetensors;
 use crate::pjrt::{Buffer, Client};
 use crate::runtime::download;
-use crate::train::{NetLayout, StepRecord, Trainable};
+use crate::train::{describe_model, update_scalars, NetLayout, StepRecord, Trainable};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -167,27 +167,15 @@ impl ClipTrainer {
         let program = &self.steps.train;
         let (ps, is) = (pixels.split_rows(self.replicas)?, ids.split_rows(self.replicas)?);
         let lr = self.config.optimizer.schedule.lr(self.config.optimizer.learning_rate, self.step);
-        let (lr_t, count) = (HostTensor::scalar(lr as f32), HostTensor::scalar((self.step + 1) as f32));
         let inputs: Vec<Vec<Buffer>> = (0..self.replicas).map(|d| program.upload(d, &[&ps[d], &is[d]])).collect::<Result<_>>()?;
-        let scalars: Vec<Vec<Buffer>> = (0..self.replicas).map(|d| program.upload(d, &[&lr_t, &count])).collect::<Result<_>>()?;
+        let scalars = update_scalars(program, self.replicas, lr, self.step)?;
         let args: Vec<Vec<&Buffer>> = (0..self.replicas).map(|d| inputs[d].iter().chain(&self.state[d]).chain(&scalars[d]).collect()).collect();
         let outputs = program.execute(&args).map_err(|e| {
             Error::Invalid(format!("CLIP training step {} failed; the weights on the devices may be lost, resume from the last checkpoint: {e}", self.step + 1))
         })?;
         drop(args);
-        let kept = self.steps.layout.len();
         let mut stats = BTreeMap::new();
-        let mut state = Vec::with_capacity(self.replicas);
-        for (d, mut out) in outputs.into_iter().enumerate() {
-            let tail = out.split_off(kept);
-            if d == 0 {
-                for (name, v) in TRAIN_STATS.iter().zip(download(&tail[0])?.to_f64_vec()) {
-                    stats.insert(name.to_string(), v);
-                }
-            }
-            state.push(out);
-        }
-        self.state = state;
+        self.state = self.steps.layout.take_updated(outputs, &TRAIN_STATS, &mut stats)?.0;
         stats.insert("lr".into(), lr);
         self.step += 1;
         Ok(stats)
@@ -247,11 +235,7 @@ impl Trainable for ClipTrainer {
     fn train_step(&mut self) -> Result<StepRecord> {
         let batch = self.train_data.next().ok_or_else(|| Error::Invalid("the image loader stopped before the last training step".into()))??;
         let ids = self.token_ids(&batch)?;
-        let mut extra = self.train_on(&batch.pixels, &ids)?;
-        let loss = extra.remove("loss").unwrap_or(f64::NAN);
-        let lr = extra.remove("lr").unwrap_or(f64::NAN);
-        let grad_norm = extra.remove("grad_norm").unwrap_or(f64::NAN);
-        Ok(StepRecord { loss, lr, grad_norm, samples: self.config.train.batch_size as u64, extra })
+        Ok(StepRecord::from_stats(self.train_on(&batch.pixels, &ids)?, self.config.train.batch_size as u64))
     }
 
     /// Mean contrastive loss over the held-out batches.
@@ -290,6 +274,14 @@ impl Trainable for ClipTrainer {
         // every image is readable).
         self.train_data = start_loader(&self.config, &self.config.data.images, self.config.train.seed, true, None, checkpoint.step)?;
         Ok(())
+    }
+
+    fn describe(&self) -> String {
+        describe_model("CLIP", self.parameter_count())
+    }
+
+    fn replicas(&self) -> usize {
+        self.replicas
     }
 
     fn tensor_types(&self) -> Vec<(String, TensorType)> {

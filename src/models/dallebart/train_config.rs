@@ -99,3 +99,9 @@ impl crate::config::Validate for TrainConfig {
         TrainConfig::validate(self)
     }
 }
+
+impl crate::train::TrainSections for TrainConfig {
+    fn sections(&self) -> (&LoopConfig, &CheckpointConfig, &crate::storage::StorageOptions) {
+        (&self.train, &self.checkpoint, &self.storage)
+    }
+}

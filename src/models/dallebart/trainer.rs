@@ -4,7 +4,7 @@
 
 use super::steps::{accumulator_names, compile_step_programs, StepPrograms, StepSetup};
 use super::train_config::TrainConfig;
-use crate::train::{NetLayout, StepRecord, Trainable};
+use crate::train::{describe_model, update_scalars, NetLayout, StepRecord, Trainable};
 use crate::checkpoint::{Checkpoint, CheckpointMeta, Snapshot};
 use crate::data::{Batch, DataPosition, Dataset, Loader, LoaderSpec};
 use crate::error::{Error, Result};
@@ -308,11 +308,6 @@ impl Trainer {
         upload_batch(self.program(), batch, self.replicas, self.programs.mesh.as_ref().map(|m| m.mesh))
     }
 
-    fn scalars(&self, lr: f64) -> Result<Vec<Vec<Buffer>>> {
-        let (lr, count) = (HostTensor::scalar(lr as f32), HostTensor::scalar((self.step + 1) as f32));
-        (0..self.replicas).map(|d| self.program().upload(d, &[&lr, &count])).collect()
-    }
-
     /// Runs `program` on (per-device extra inputs, device state[range], scalars) and returns outputs.
     fn execute(program: &Program, lead: &[Vec<Buffer>], state: &[Vec<Buffer>], tail: &[Vec<Buffer>]) -> Result<Vec<Vec<Buffer>>> {
         let args: Vec<Vec<&Buffer>> =
@@ -324,7 +319,7 @@ impl Trainer {
     pub fn train_step(&mut self) -> Result<StepRecord> {
         let lr = self.config.optimizer.schedule.lr(self.config.optimizer.learning_rate, self.step);
         let micro = self.config.train.gradient_accumulation;
-        let scalars = self.scalars(lr)?;
+        let scalars = update_scalars(self.program(), self.replicas, lr, self.step)?;
         let mut state = std::mem::take(&mut self.device_state);
         let outputs = if let Some(train) = &self.programs.train {
             let batch = self.train_data.next_batch()?;
@@ -439,6 +434,14 @@ impl Trainable for Trainer {
         self.step = checkpoint.step;
         self.samples_seen = checkpoint.meta.samples_seen;
         Ok(())
+    }
+
+    fn describe(&self) -> String {
+        describe_model("DalleBart", self.parameter_count())
+    }
+
+    fn replicas(&self) -> usize {
+        self.replicas
     }
 
     fn tensor_types(&self) -> Vec<(String, TensorType)> {

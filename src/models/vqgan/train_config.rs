@@ -90,3 +90,9 @@ impl crate::config::Validate for VqganTrainConfig {
         VqganTrainConfig::validate(self)
     }
 }
+
+impl crate::train::TrainSections for VqganTrainConfig {
+    fn sections(&self) -> (&LoopConfig, &CheckpointConfig, &crate::storage::StorageOptions) {
+        (&self.train, &self.checkpoint, &self.storage)
+    }
+}

@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::graph::TensorType;
 use crate::host::HostTensor;
 use crate::pjrt::{Buffer, Client};
-use crate::runtime::{download, Program};
-use crate::train::{NetLayout, StepRecord, Trainable};
+use crate::runtime::download;
+use crate::train::{describe_model, update_scalars, NetLayout, StepRecord, Trainable};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -163,11 +163,6 @@ impl VqganTrainer {
         Ok(())
     }
 
-    fn scalars(&self, program: &Program, lr: f64) -> Result<Vec<Vec<Buffer>>> {
-        let (lr, count) = (HostTensor::scalar(lr as f32), HostTensor::scalar((self.step + 1) as f32));
-        (0..self.replicas).map(|d| program.upload(d, &[&lr, &count])).collect()
-    }
-
     /// One update on `images` `[batch_size, R, R, 3]` in [-1, 1]: the
     /// autoencoder, then (from `disc_start`) the discriminator.
     pub fn train_on(&mut self, images: &HostTensor) -> Result<StepStats> {
@@ -176,7 +171,7 @@ impl VqganTrainer {
         let g_program = if gan { self.steps.generator_gan_step.as_ref().expect("checked") } else { &self.steps.generator_step };
         let inputs: Vec<Vec<Buffer>> = shards.iter().enumerate().map(|(d, s)| g_program.upload(d, &[s])).collect::<Result<_>>()?;
         let g_lr = self.config.optimizer.schedule.lr(self.config.optimizer.learning_rate, self.step);
-        let scalars = self.scalars(g_program, g_lr)?;
+        let scalars = update_scalars(g_program, self.replicas, g_lr, self.step)?;
         let n_gen_params = self.steps.generator.params.len();
         let args: Vec<Vec<&Buffer>> = (0..self.replicas)
             .map(|d| {
@@ -192,44 +187,20 @@ impl VqganTrainer {
         let outputs = g_program.execute(&args).map_err(|e| self.lost(e))?;
         drop(args);
         let mut stats = StepStats::new();
-        let kept = self.steps.generator.len();
-        let mut recon = Vec::new();
-        let mut new_generator = Vec::with_capacity(self.replicas);
-        for (d, mut out) in outputs.into_iter().enumerate() {
-            let mut tail = out.split_off(kept);
-            if d == 0 {
-                let names: &[&str] = if gan { &GENERATOR_GAN_STATS } else { &GENERATOR_STATS };
-                for (name, v) in names.iter().zip(download(&tail[0])?.to_f64_vec()) {
-                    stats.insert(name.to_string(), v);
-                }
-            }
-            if gan {
-                recon.push(tail.remove(1));
-            }
-            new_generator.push(out);
-        }
-        self.generator = new_generator;
+        let names: &[&str] = if gan { &GENERATOR_GAN_STATS } else { &GENERATOR_STATS };
+        // With the GAN phase on, the reconstructions follow the statistics: the discriminator's input.
+        let (generator, recon) = self.steps.generator.take_updated(outputs, names, &mut stats)?;
+        self.generator = generator;
 
         if gan {
             let d_program = self.steps.discriminator_step.as_ref().expect("compiled with the GAN programs");
             let d_lr = self.config.disc_optimizer.schedule.lr(self.config.disc_optimizer.learning_rate, self.step - self.config.loss.disc_start);
-            let scalars = self.scalars(d_program, d_lr)?;
+            let scalars = update_scalars(d_program, self.replicas, d_lr, self.step)?;
             let args: Vec<Vec<&Buffer>> =
-                (0..self.replicas).map(|d| inputs[d].iter().chain([&recon[d]]).chain(&self.discriminator[d]).chain(&scalars[d]).collect()).collect();
+                (0..self.replicas).map(|d| inputs[d].iter().chain(&recon[d]).chain(&self.discriminator[d]).chain(&scalars[d]).collect()).collect();
             let outputs = d_program.execute(&args).map_err(|e| self.lost(e))?;
             drop(args);
-            let kept = self.steps.discriminator.len();
-            let mut new_disc = Vec::with_capacity(self.replicas);
-            for (d, mut out) in outputs.into_iter().enumerate() {
-                let tail = out.split_off(kept);
-                if d == 0 {
-                    for (name, v) in DISCRIMINATOR_STATS.iter().zip(download(&tail[0])?.to_f64_vec()) {
-                        stats.insert(name.to_string(), v);
-                    }
-                }
-                new_disc.push(out);
-            }
-            self.discriminator = new_disc;
+            self.discriminator = self.steps.discriminator.take_updated(outputs, &DISCRIMINATOR_STATS, &mut stats)?.0;
         }
         stats.insert("lr".into(), g_lr);
         self.step += 1;
@@ -283,11 +254,7 @@ impl Trainable for VqganTrainer {
 
     fn train_step(&mut self) -> Result<StepRecord> {
         let batch = self.train_data.next().ok_or_else(|| Error::Invalid("the image loader stopped before the last training step".into()))??;
-        let mut extra = self.train_on(&batch.pixels)?;
-        let loss = extra.remove("loss").unwrap_or(f64::NAN);
-        let lr = extra.remove("lr").unwrap_or(f64::NAN);
-        let grad_norm = extra.remove("grad_norm").unwrap_or(f64::NAN);
-        Ok(StepRecord { loss, lr, grad_norm, samples: self.config.train.batch_size as u64, extra })
+        Ok(StepRecord::from_stats(self.train_on(&batch.pixels)?, self.config.train.batch_size as u64))
     }
 
     /// The held-out mean squared error; its PSNR is `10 log10(4 / mse)` dB.
@@ -323,6 +290,14 @@ impl Trainable for VqganTrainer {
             self.train_data.stop_on(signal.clone());
         }
         Ok(())
+    }
+
+    fn describe(&self) -> String {
+        describe_model("VQGAN", self.parameter_count())
+    }
+
+    fn replicas(&self) -> usize {
+        self.replicas
     }
 
     fn tensor_types(&self) -> Vec<(String, TensorType)> {

@@ -3,41 +3,17 @@
 //! log progress, and turn the outcome into a stage end.
 
 use super::StageEnd;
-use crate::checkpoint::{CheckpointConfig, StopSignal};
+use crate::checkpoint::StopSignal;
 use crate::error::{Error, Result};
-use crate::storage::StorageOptions;
-use crate::train::{fit, FitOptions, LoopConfig, Outcome, RunDir, StepMetrics, Trainable};
-
-/// What the shared training needs of a stage's training config.
-pub trait StageTraining: serde::Serialize {
-    fn sections(&self) -> (&LoopConfig, &CheckpointConfig, &StorageOptions);
-}
-
-impl StageTraining for crate::models::vqgan::VqganTrainConfig {
-    fn sections(&self) -> (&LoopConfig, &CheckpointConfig, &StorageOptions) {
-        (&self.train, &self.checkpoint, &self.storage)
-    }
-}
-
-impl StageTraining for crate::models::dallebart::TrainConfig {
-    fn sections(&self) -> (&LoopConfig, &CheckpointConfig, &StorageOptions) {
-        (&self.train, &self.checkpoint, &self.storage)
-    }
-}
-
-impl StageTraining for crate::models::clip::ClipTrainConfig {
-    fn sections(&self) -> (&LoopConfig, &CheckpointConfig, &StorageOptions) {
-        (&self.train, &self.checkpoint, &self.storage)
-    }
-}
+use crate::train::{fit, FitOptions, Outcome, RunDir, StepMetrics, TrainSections, Trainable};
 
 /// Trains `model` (named `what` in logs) to the end of `config`'s schedule
 /// in its `train.run_dir`; `Ok(Err(end))` when stopped.
-pub fn train(model: &mut dyn Trainable, what: &str, config: &impl StageTraining, stop: &StopSignal) -> Result<std::result::Result<RunDir, StageEnd>> {
+pub fn train(model: &mut dyn Trainable, what: &str, config: &impl TrainSections, stop: &StopSignal) -> Result<std::result::Result<RunDir, StageEnd>> {
     let (train, checkpoint, storage) = config.sections();
     let yaml = serde_yaml::to_string(config).map_err(|e| Error::Invalid(format!("serialising the {what} config: {e}")))?;
     let mut run = RunDir::resume(model, &train.run_dir, storage, &yaml, checkpoint, RunDir::lease(&train.run_dir, storage)?)?;
-    tracing::info!("{what}: steps {}..{} in {}", model.step(), train.steps, train.run_dir);
+    tracing::info!("{what}: training {} on {} device(s), steps {}..{} in {}", model.describe(), model.replicas(), model.step(), train.steps, train.run_dir);
     let options = FitOptions { train, checkpoint, stop, title: format!("{what} ({})", train.run_dir) };
     let outcome = fit(model, &mut run, &options, |m: &StepMetrics| {
         let eval = m.eval_loss.map(|e| format!(", eval loss {e:.4}")).unwrap_or_default();
