@@ -97,6 +97,37 @@ fn a_scanned_program_traces_one_layer_per_stack() {
     assert!(scanned6 < unrolled6, "scanned {scanned6} vs unrolled {unrolled6} bytes");
 }
 
+#[test]
+fn a_forward_only_scanned_program_stores_nothing_for_a_backward_pass() {
+    // The loss alone, as evaluation and the sampler's encoder build it: with a
+    // forward-only builder the scanned loops keep no per-layer stores (no
+    // dynamic_update_slice), and the loss is the one a training builder gives.
+    let c = config(true, false);
+    let model = DalleBart::new(c.clone(), Precision::f32());
+    let build = |forward_only: bool| {
+        let g = Graph::new("loss");
+        let ids = g.param("input_ids", DType::I32, &[2, c.max_text_length]);
+        let mask = g.param("attention_mask", DType::I32, &[2, c.max_text_length]);
+        let labels = g.param("labels", DType::I32, &[2, c.image_length]);
+        let vb = VarBuilder::new(&g, DType::F32);
+        let vb = if forward_only { vb.forward_only() } else { vb };
+        let loss = model.loss(&vb, &ids, &mask, &labels).unwrap();
+        let text = emit_module(&g, &[loss.clone()], &ModuleOptions::default()).unwrap();
+        let program = Program::compile(&client(), &g, &[&loss], &ProgramOptions::default()).unwrap();
+        (text.matches("dynamic_update_slice").count(), program, vb.specs())
+    };
+    let (stores_forward_only, forward_only, specs) = build(true);
+    let (stores_training, training, training_specs) = build(false);
+    assert_eq!(stores_forward_only, 0, "a forward-only scanned program stores per layer");
+    assert!(stores_training > 0, "the training builder's loops should store for the backward pass");
+    assert_eq!(specs, training_specs, "both builders must ask for the same parameters");
+    let weights: HashMap<String, HostTensor> = specs.iter().map(|p| (p.name.clone(), p.init.sample(3, &p.name, p.ty.dtype, &p.ty.shape))).collect();
+    let inputs = batch(&c, 2, 5);
+    let a = run_by_name(&forward_only, &specs, &inputs, &weights)[0].to_f64_vec()[0];
+    let b = run_by_name(&training, &specs, &inputs, &weights)[0].to_f64_vec()[0];
+    assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "forward-only loss {a} against {b}");
+}
+
 fn tiny_training(scan: bool, extra: &[&str]) -> TrainConfig {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tiny.yaml");
     let mut overrides: Vec<String> = ["train.devices=2", "train.eval_every=0", "model.encoder_layers=3", &format!("model.scan_layers={scan}")]

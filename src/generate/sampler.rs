@@ -432,7 +432,7 @@ impl Sampler {
     /// A builder handing out `weights` (graph tensors in `specs` order) by name.
     fn bound(&self, g: &Graph, weights: &[Tensor]) -> VarBuilder {
         let named = self.specs.iter().zip(weights).map(|(s, t)| (s.name.clone(), t.clone()));
-        VarBuilder::from_tensors(g, self.model.precision.compute, named)
+        VarBuilder::from_tensors(g, self.model.precision.compute, named).forward_only()
     }
 }
 

@@ -60,6 +60,8 @@ pub fn layer_stack(
     }
     match mode {
         StackMode::Remat => remat_layers(vb, h, &extras, &specs, &weights, layer),
+        // Without a backward pass there is nothing to store, nor a layer VJP to trace.
+        _ if vb.is_forward_only() => scan_layers(vb, h, &extras, &specs, &weights, &*layer, Stores::Nothing),
         StackMode::ScanRemat => scan_layers(vb, h, &extras, &specs, &weights, &*layer, Stores::Carries),
         _ => scan_layers(vb, h, &extras, &specs, &weights, &*layer, Stores::Activations),
     }
@@ -78,7 +80,12 @@ fn layer_params(vb: &VarBuilder, h: &Tensor, extras: &[Tensor], layer: &Layer) -
 
 /// The builder a layer body reads its weights from: `specs[k]` is `weights[k]`.
 fn bound(graph: &Graph, vb: &VarBuilder, specs: &[ParamSpec], weights: &[Tensor]) -> VarBuilder {
-    VarBuilder::from_tensors(graph, vb.dtype(), specs.iter().map(|s| s.name.clone()).zip(weights.iter().cloned()))
+    let l = VarBuilder::from_tensors(graph, vb.dtype(), specs.iter().map(|s| s.name.clone()).zip(weights.iter().cloned()));
+    if vb.is_forward_only() {
+        l.forward_only()
+    } else {
+        l
+    }
 }
 
 fn remat_layers(vb: &VarBuilder, h: &Tensor, extras: &[Tensor], specs: &[ParamSpec], weights: &[Vec<Tensor>], layer: Rc<Layer>) -> Result<Tensor> {

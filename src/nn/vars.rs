@@ -37,12 +37,26 @@ pub struct VarBuilder {
     prefix: String,
     /// dtype parameters are stored in (the master copy).
     dtype: DType,
+    /// No gradient will be taken of what is built (see [`VarBuilder::forward_only`]).
+    forward_only: bool,
     registry: Rc<RefCell<Registry>>,
 }
 
 impl VarBuilder {
     pub fn new(graph: &Graph, dtype: DType) -> Self {
-        VarBuilder { graph: graph.clone(), prefix: String::new(), dtype, registry: Rc::default() }
+        VarBuilder { graph: graph.clone(), prefix: String::new(), dtype, forward_only: false, registry: Rc::default() }
+    }
+
+    /// This builder, promising that no gradient will be taken of what the
+    /// model code builds with it (evaluation, sampling): layers then skip
+    /// what only a backward pass reads, such as the stores of a scanned stack.
+    pub fn forward_only(self) -> Self {
+        VarBuilder { forward_only: true, ..self }
+    }
+
+    /// Whether [`Self::forward_only`] was promised.
+    pub fn is_forward_only(&self) -> bool {
+        self.forward_only
     }
 
     /// A builder that hands out the given tensors by name instead of creating
@@ -54,7 +68,7 @@ impl VarBuilder {
             reg.specs.push(ParamSpec { name: name.clone(), ty: t.ty().clone(), init: Init::Zeros });
             reg.tensors.insert(name, t);
         }
-        VarBuilder { graph: graph.clone(), prefix: String::new(), dtype, registry: Rc::new(RefCell::new(reg)) }
+        VarBuilder { graph: graph.clone(), prefix: String::new(), dtype, forward_only: false, registry: Rc::new(RefCell::new(reg)) }
     }
 
     /// A builder whose names are prefixed by `name.`.

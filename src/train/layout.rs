@@ -48,8 +48,14 @@ impl NetLayout {
     /// A fresh net: parameters drawn from their initialisers with `seed`,
     /// optimizer state at its start.
     pub fn initial_values(&self, seed: u64) -> Vec<HostTensor> {
-        let params = self.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape));
-        params.chain(self.state.iter().map(|(_, s)| s.initial_value())).collect()
+        let params = self.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape)).collect();
+        self.starting_from(params)
+    }
+
+    /// `params` (in [`Self::params`] order, e.g. pretrained weights) with the
+    /// optimizer state at its start.
+    pub fn starting_from(&self, params: Vec<HostTensor>) -> Vec<HostTensor> {
+        params.into_iter().chain(self.state.iter().map(|(_, s)| s.initial_value())).collect()
     }
 
     /// This net's tensors in `checkpoint` (named under `prefix`), borrowed,

@@ -12,7 +12,7 @@ pub fn parameter_specs(config: &DalleBartConfig) -> Result<Vec<ParamSpec>> {
     let ids = g.param("input_ids", DType::I32, &[1, config.max_text_length]);
     let mask = g.param("attention_mask", DType::I32, &[1, config.max_text_length]);
     let labels = g.param("labels", DType::I32, &[1, config.image_length]);
-    let vb = VarBuilder::new(&g, DType::F32);
+    let vb = VarBuilder::new(&g, DType::F32).forward_only();
     DalleBart::new(config.clone(), Precision::f32()).loss(&vb, &ids, &mask, &labels)?;
     Ok(vb.specs())
 }

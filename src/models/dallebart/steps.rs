@@ -121,10 +121,12 @@ fn replica_sum(t: &Tensor, replicas: usize) -> crate::graph::Result<Tensor> {
     }
 }
 
-/// The model's loss on one device's batch, with its parameters as program arguments.
-fn loss_graph(g: &Graph, model: &DalleBart, per_device: i64) -> Result<([Tensor; BATCH_ARGS], VarBuilder, Tensor)> {
+/// The model's loss on one device's batch, with its parameters as program
+/// arguments; `forward_only` where no gradient is taken of it.
+fn loss_graph(g: &Graph, model: &DalleBart, per_device: i64, forward_only: bool) -> Result<([Tensor; BATCH_ARGS], VarBuilder, Tensor)> {
     let batch = batch_params(g, model, per_device);
     let vb = VarBuilder::new(g, DType::F32);
+    let vb = if forward_only { vb.forward_only() } else { vb };
     let loss = model.loss(&vb, &batch[0], &batch[1], &batch[2])?;
     Ok((batch, vb, loss))
 }
@@ -214,7 +216,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
     let placements = match s.mesh {
         Some(mesh) => {
             let g = Graph::new("placements");
-            let (_, vb, _) = loss_graph(&g, s.model, s.per_device)?;
+            let (_, vb, _) = loss_graph(&g, s.model, s.per_device, true)?;
             Some(MeshPlacements::new(mesh, &vb.specs())?)
         }
         None => None,
@@ -223,7 +225,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
 
     if s.accumulation <= 1 {
         let g = Graph::new("train_step");
-        let (_, vb, loss) = loss_graph(&g, s.model, s.per_device)?;
+        let (_, vb, loss) = loss_graph(&g, s.model, s.per_device, false)?;
         let params = vb.tensors();
         let specs = vb.specs();
         let (state, state_specs) = state_params(&g, &specs, s.optimizer);
@@ -240,7 +242,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
     } else {
         // accumulate: (batch, params, grad_acc, loss_acc) -> (grad_acc + grads, loss_acc + loss)
         let g = Graph::new("accumulate");
-        let (_, vb, loss) = loss_graph(&g, s.model, s.per_device)?;
+        let (_, vb, loss) = loss_graph(&g, s.model, s.per_device, false)?;
         let params = vb.tensors();
         let specs = vb.specs();
         let stacks = vb.stack_indices();
@@ -282,7 +284,7 @@ pub fn compile_step_programs(s: &StepSetup) -> Result<StepPrograms> {
 
     if s.with_eval {
         let g = Graph::new("eval_step");
-        let (_, _, loss) = loss_graph(&g, s.model, s.per_device)?;
+        let (_, _, loss) = loss_graph(&g, s.model, s.per_device, true)?;
         let mean_loss = replica_sum(&loss, n)?.scale(scale_of(1))?;
         programs.eval = Some(compile(s, p, &g, &[mean_loss], &["loss".to_string()], ProgramOptions::replicated(n))?);
     }

@@ -201,15 +201,11 @@ impl Trainer {
     /// Parameters from `model.init_from` or else from the seed and each name; optimizer state zero.
     fn initial_values(&self) -> Result<Vec<HostTensor>> {
         let layout = &self.programs.layout;
-        let seed = self.config.train.seed;
-        let params: Vec<HostTensor> = match super::init_from::initial_weights(&self.config.model)? {
-            Some(weights) => {
-                let origin = format!("model.init_from ({})", self.config.model.init_from.as_deref().unwrap_or_default());
-                crate::weights::select_params(&weights, &layout.params, &origin)?
-            }
-            None => layout.params.iter().map(|p| p.init.sample(seed, &p.name, p.ty.dtype, &p.ty.shape)).collect(),
+        let Some(weights) = super::init_from::initial_weights(&self.config.model)? else {
+            return Ok(layout.initial_values(self.config.train.seed));
         };
-        Ok(params.into_iter().chain(layout.state.iter().map(|(_, s)| s.initial_value())).collect())
+        let origin = format!("model.init_from ({})", self.config.model.init_from.as_deref().unwrap_or_default());
+        Ok(layout.starting_from(crate::weights::select_params(&weights, &layout.params, &origin)?))
     }
 
     /// Puts parameters and optimizer state (in [`NetLayout::names`] order) on every device.
