@@ -1,7 +1,8 @@
 //! Faults around training runs, through the `dalle` binary: one writer per
 //! run directory (a second is refused naming the first, a stale lease is
 //! taken over), storage without credentials or with an unreachable endpoint
-//! fails fast and says what to set, a stop during a storage wait exits 75,
+//! fails fast and says what to set, a stop during a storage wait or while
+//! the data store stalls exits 75 (with a checkpoint in the latter),
 //! oversized models are refused before anything is allocated, and the
 //! smaller messages (empty config, `--plugin` naming a device, too many CPU
 //! devices, `train.steps=0`, retention, log formatting).
@@ -193,6 +194,44 @@ fn sigterm_during_a_storage_wait_exits_75_at_once() {
     let (status, log) = process.finish(PROCESS_TIMEOUT);
     assert_eq!(status.code(), Some(75), "{}", text(&log));
     assert!(signalled.elapsed() < Duration::from_secs(10), "took {:?} after SIGTERM", signalled.elapsed());
+}
+
+#[test]
+fn sigterm_while_the_data_store_stalls_commits_a_checkpoint_and_exits_75() {
+    // Training examples on the store, whose every read of them hangs far
+    // longer than the test waits: the first step waits for data. SIGTERM must
+    // end that wait, commit the state (nothing was updated) and exit 75 at
+    // once, without waiting for the stuck read.
+    let dir = scratch("stalled-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let captions = ["a red circle", "two blue squares", "a green triangle", "a yellow star"];
+    let rows: String = captions
+        .iter()
+        .enumerate()
+        .map(|(i, c)| serde_json::json!({"caption": c, "encoding": (0..16).map(|k| (i * 16 + k) % 64).collect::<Vec<_>>()}).to_string() + "\n")
+        .collect();
+    std::fs::write(dir.join("captions.txt"), captions.join("\n")).unwrap();
+    let tokenizer = dir.join("tokenizer.json");
+    let (code, out) = dalle(&["tokenizer", "--captions", dir.join("captions.txt").to_str().unwrap(), "--vocab-size", "300", "--out", tokenizer.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let fake = GcsFake::start();
+    fake.put_object("data", "shapes/train.jsonl", rows.into_bytes());
+    fake.inject_for_key(1000, Fault::Delay(Duration::from_secs(60)), Some("GET"), "train.jsonl");
+    let run = dir.join("run");
+    let tokenizer_set = format!("data.tokenizer={}", tokenizer.display());
+    let sets = ["data.kind=files", "data.train_files=[gs://data/shapes/train.jsonl]", &tokenizer_set, "data.eval_fraction=0", "model.encoder_vocab_size=320", "train.steps=5"];
+    let mut command = train_command(run.to_str().unwrap(), &sets);
+    command.env("GOOGLE_BASE_URL", fake.base_url()).env("GOOGLE_SERVICE_ACCOUNT_KEY", FAKE_SERVICE_ACCOUNT_KEY);
+    let mut process = TrainProcess::spawn(command);
+    process.wait_for_line("DalleBart on", PROCESS_TIMEOUT).expect("training starts");
+    let signalled = Instant::now();
+    process.terminate();
+    let (status, log) = process.finish(PROCESS_TIMEOUT);
+    assert_eq!(status.code(), Some(75), "{}", text(&log));
+    assert!(signalled.elapsed() < Duration::from_secs(10), "took {:?} after SIGTERM:\n{}", signalled.elapsed(), text(&log));
+    assert!(fake.arrivals().iter().any(|(method, key)| method == "GET" && key.contains("train.jsonl")), "the loader never asked for the data");
+    let committed = std::fs::read_dir(run.join("checkpoints")).map(|d| d.flatten().any(|e| e.path().join("COMMIT").exists())).unwrap_or(false);
+    assert!(committed, "no checkpoint committed:\n{}", text(&log));
 }
 
 // ---------------------------------------------------------------- 5: oversized models

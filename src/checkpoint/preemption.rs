@@ -100,6 +100,22 @@ impl StopSignal {
     pub fn reason(&self) -> Option<StopReason> {
         StopReason::from_code(self.reason.load(Ordering::SeqCst))
     }
+
+    /// The next message of `rx` (`Ok(None)` once its sender is gone), unless
+    /// a stop is requested first: a data loader's wait for a slow or stalled
+    /// store then gives way within 50 ms.
+    pub fn receive<T>(&self, rx: &std::sync::mpsc::Receiver<T>) -> Result<Option<T>, StopReason> {
+        loop {
+            if let Some(reason) = self.reason() {
+                return Err(reason);
+            }
+            match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+                Ok(message) => return Ok(Some(message)),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub fn train(args: TrainClipArgs) -> anyhow::Result<()> {
         let scale = m.extra.get("logit_scale").copied().unwrap_or(f64::NAN);
         format!("loss {:.4} in-batch accuracy {acc:.3} temperature {:.4}{eval} {:.1} images/s", m.loss, (-scale).exp(), m.samples_per_sec)
     };
-    let Trained { trainer, run, outcome } = train_in_run(&args.config, &config, &tree, &client, |_| ClipTrainer::new(&client, config.clone()), status)?;
+    let Trained { trainer, run, outcome } = train_in_run(&args.config, &config, &tree, &client, || ClipTrainer::new(&client, config.clone()), status)?;
     let skipped = trainer.skipped_images();
     if !skipped.skipped.is_empty() {
         tracing::warn!("{skipped}");

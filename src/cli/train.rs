@@ -37,7 +37,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         let eval = m.eval_loss.map(|e| format!(" eval {e:.4}")).unwrap_or_default();
         format!("loss {:.4}{eval} lr {:.2e} {:.1} samples/s", m.loss, m.lr, m.samples_per_sec)
     };
-    let Trained { trainer, run, outcome } = train_in_run(&args.config, &config, &tree, &client, |_| Trainer::new(&client, config.clone()), status)?;
+    let Trained { trainer, run, outcome } = train_in_run(&args.config, &config, &tree, &client, || Trainer::new(&client, config.clone()), status)?;
     let skipped = trainer.data_counts().bad_rows();
     if skipped > 0 {
         tracing::warn!("{skipped} bad data rows were skipped ({})", trainer.data_counts());

@@ -51,13 +51,13 @@ pub fn train_in_run<T: Trainable>(
     config: &impl TrainSections,
     tree: &serde_yaml::Value,
     client: &Client,
-    build: impl FnOnce(&StopSignal) -> dalle_xla::Result<T>,
+    build: impl FnOnce() -> dalle_xla::Result<T>,
     status: impl Fn(&StepMetrics) -> String,
 ) -> anyhow::Result<Trained<T>> {
     let (train, checkpoint, storage) = config.sections();
     let stop = StopHandling::install(checkpoint)?;
     let lease = RunDir::lease(&train.run_dir, storage)?;
-    let mut trainer = build(&stop.signal)?;
+    let mut trainer = build()?;
     let mut run = RunDir::resume(&mut trainer, &train.run_dir, storage, &serde_yaml::to_string(tree)?, checkpoint, lease)?;
     let options = FitOptions { train, checkpoint, stop: &stop.signal, title: format!("{} ({})", config_file.display(), run.location.url) };
     let outcome = fit_with_progress(&mut trainer, &mut run, &options, &client.platform(), status)?;

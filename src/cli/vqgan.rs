@@ -6,7 +6,6 @@ use super::common::DeviceArgs;
 use super::training::{finish, progress_bar, train_in_run, Trained, TrainingArgs};
 use anyhow::Context;
 use clap::Args;
-use dalle_xla::checkpoint::StopSignal;
 use dalle_xla::data::images::{save_png, ImageIndex};
 use dalle_xla::models::vqgan::{encode_dataset, open_vqgan, psnr, read_tokens, weights_file, weights_sha256, EncodeOptions, VqganCodec, VqganTrainConfig, VqganTrainer, WEIGHTS_FILE};
 use dalle_xla::train::{StepMetrics, CONFIG_FILE, LOSS_PLOT_FILE, METRICS_FILE};
@@ -31,12 +30,7 @@ pub fn train(args: TrainVqganArgs) -> anyhow::Result<()> {
         let pixel = m.extra.get("pixel").copied().unwrap_or(f64::NAN);
         format!("loss {:.4} pixel {pixel:.4}{eval} {:.1} images/s", m.loss, m.samples_per_sec)
     };
-    let build = |stop: &StopSignal| {
-        let mut trainer = VqganTrainer::new(&client, config.clone())?;
-        trainer.stop_on(stop.clone());
-        Ok(trainer)
-    };
-    let Trained { trainer, run, outcome } = train_in_run(&args.config, &config, &tree, &client, build, status)?;
+    let Trained { trainer, run, outcome } = train_in_run(&args.config, &config, &tree, &client, || VqganTrainer::new(&client, config.clone()), status)?;
     let skipped = trainer.skipped_images();
     if !skipped.skipped.is_empty() {
         tracing::warn!("{skipped}");

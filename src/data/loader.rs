@@ -7,6 +7,7 @@ use super::record::{DataCounts, RowSpec};
 use super::stream::{DataPosition, ExampleStream, Split, StreamParams};
 use super::text::TextEncoder;
 use super::{Batch, Synthetic};
+use crate::checkpoint::StopSignal;
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -157,7 +158,7 @@ impl Dataset {
             }
         };
         let source = Source::Synthetic { data, host_index: self.config.host_index as u64, host_count: self.config.host_count as u64 };
-        Ok(Loader { batch_size: self.spec.batch_size, position, source })
+        Ok(Loader { batch_size: self.spec.batch_size, position, source, stop: None })
     }
 
     fn threaded(&self, params: StreamParams, resume: Option<&DataPosition>) -> Result<Loader> {
@@ -172,7 +173,7 @@ impl Dataset {
             .name("data-loader".into())
             .spawn(move || produce(stream, batch_size, tx, thread_stop))
             .map_err(|e| Error::io("cannot start the data loader thread", e))?;
-        Ok(Loader { batch_size, position, source: Source::Thread { rx: Some(rx), handle: Some(handle), stop, failed: None } })
+        Ok(Loader { batch_size, position, source: Source::Thread { rx: Some(rx), handle: Some(handle), stop, failed: None }, stop: None })
     }
 }
 
@@ -198,6 +199,8 @@ pub struct Loader {
     batch_size: usize,
     position: DataPosition,
     source: Source,
+    /// Ends waits for the next batch early (see [`Loader::stop_on`]).
+    stop: Option<StopSignal>,
 }
 
 enum Source {
@@ -221,13 +224,19 @@ impl Loader {
                 if let Some(message) = failed {
                     return Err(Error::Invalid(format!("the data loader stopped earlier: {message}")));
                 }
-                let received = rx.as_ref().map(|rx| rx.recv());
+                let received = match (rx.as_ref(), &self.stop) {
+                    (Some(rx), Some(stop)) => stop
+                        .receive(rx)
+                        .map_err(|reason| Error::Stopped(format!("waiting for the next batch of examples ({reason})")))?,
+                    (Some(rx), None) => rx.recv().ok(),
+                    (None, _) => None,
+                };
                 match received {
-                    Some(Ok(Ok((batch, position)))) => {
+                    Some(Ok((batch, position))) => {
                         self.position = position;
                         Ok(batch)
                     }
-                    Some(Ok(Err(e))) => {
+                    Some(Err(e)) => {
                         *failed = Some(e.to_string());
                         Err(e)
                     }
@@ -240,6 +249,13 @@ impl Loader {
                 }
             }
         }
+    }
+
+    /// Makes waiting for the next batch end early (with [`Error::Stopped`],
+    /// the position unchanged) once `signal` is set, so a stalled store
+    /// cannot hold up a stop past the preemption notice.
+    pub fn stop_on(&mut self, signal: StopSignal) {
+        self.stop = Some(signal);
     }
 
     /// Where the stream is after the last batch returned; save it to resume exactly there.
@@ -263,7 +279,11 @@ impl Drop for Loader {
             stop.store(true, Ordering::Relaxed);
             // Dropping the receiver wakes a producer blocked on a full channel.
             drop(rx.take());
-            if let Some(h) = handle.take() {
+            // After a stop request the producer may be stuck in a read of a
+            // stalled store: it is left to end on its own rather than holding
+            // up the exit.
+            let stopping = self.stop.as_ref().is_some_and(|s| s.is_set());
+            if let Some(h) = handle.take().filter(|_| !stopping) {
                 let _ = h.join();
             }
         }

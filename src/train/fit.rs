@@ -50,6 +50,11 @@ pub trait Trainable {
     fn describe(&self) -> String;
     /// Devices it trains on.
     fn replicas(&self) -> usize;
+    /// Makes the data loader's waits for the next batch give way once
+    /// `signal` is set (the step then fails with `Error::Stopped`), so a
+    /// stalled store cannot hold up a stop. [`fit`] calls it before its first
+    /// step, after any restore.
+    fn stop_on(&mut self, signal: &StopSignal);
 }
 
 /// "a 1.20M-parameter {model}", as [`Trainable::describe`] says it.
@@ -78,6 +83,7 @@ pub struct FitOptions<'a> {
 /// Trains `model` in `run` until `train.steps`, a stop signal or divergence.
 pub fn fit(model: &mut dyn Trainable, run: &mut RunDir, opts: &FitOptions, mut on_log: impl FnMut(&StepMetrics)) -> Result<Outcome> {
     let session = Instant::now();
+    model.stop_on(opts.stop);
     let t = opts.train;
     let mut schedule = opts.checkpoint.schedule(model.step(), Instant::now()).map_err(Error::Invalid)?;
     let mut last_saved = None;

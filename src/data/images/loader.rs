@@ -212,16 +212,7 @@ impl Iterator for ImageLoader {
         }
         let receiver = self.receiver.as_ref()?;
         let Some(stop) = &self.stop else { return receiver.recv().ok() };
-        loop {
-            if let Some(reason) = stop.reason() {
-                return Some(Err(Error::Stopped(format!("waiting for the next batch of images ({reason})"))));
-            }
-            match receiver.recv_timeout(std::time::Duration::from_millis(50)) {
-                Ok(batch) => return Some(batch),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
-            }
-        }
+        stop.receive(receiver).unwrap_or_else(|reason| Some(Err(Error::Stopped(format!("waiting for the next batch of images ({reason})")))))
     }
 }
 
@@ -229,7 +220,10 @@ impl Drop for ImageLoader {
     fn drop(&mut self) {
         // Closing the channel makes the worker's next send fail, so it exits.
         self.receiver.take();
-        if let Some(thread) = self.thread.take() {
+        // After a stop request the worker may be stuck reading a stalled
+        // store: it is left to end on its own rather than holding up the exit.
+        let stopping = self.stop.as_ref().is_some_and(|s| s.is_set());
+        if let Some(thread) = self.thread.take().filter(|_| !stopping) {
             let _ = thread.join();
         }
     }

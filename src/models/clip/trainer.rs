@@ -9,7 +9,7 @@ use super::steps::{ClipSetup, ClipSteps, EVAL_STATS, TRAIN_STATS};
 use super::tokenizer::train_clip_tokenizer;
 use super::train_config::ClipTrainConfig;
 use super::{Clip, ClipTokenizer, Preprocessor};
-use crate::checkpoint::{Checkpoint, CheckpointMeta, Snapshot};
+use crate::checkpoint::{Checkpoint, CheckpointMeta, Snapshot, StopSignal};
 use crate::data::images::{ImageBatch, ImageIndex, ImageLoader, LoaderOptions, SkipReport};
 use crate::error::{Error, Result};
 use crate::graph::TensorType;
@@ -282,6 +282,10 @@ impl Trainable for ClipTrainer {
 
     fn replicas(&self) -> usize {
         self.replicas
+    }
+
+    fn stop_on(&mut self, signal: &StopSignal) {
+        self.train_data.stop_on(signal.clone());
     }
 
     fn tensor_types(&self) -> Vec<(String, TensorType)> {

@@ -5,7 +5,7 @@
 use super::steps::{accumulator_names, compile_step_programs, StepPrograms, StepSetup};
 use super::train_config::TrainConfig;
 use crate::train::{describe_model, update_scalars, NetLayout, StepRecord, Trainable};
-use crate::checkpoint::{Checkpoint, CheckpointMeta, Snapshot};
+use crate::checkpoint::{Checkpoint, CheckpointMeta, Snapshot, StopSignal};
 use crate::data::{Batch, DataPosition, Dataset, Loader, LoaderSpec};
 use crate::error::{Error, Result};
 use crate::graph::TensorType;
@@ -30,6 +30,10 @@ pub struct Trainer {
     pub samples_seen: u64,
     dataset: Dataset,
     train_data: Loader,
+    /// Where the training stream stands after the last completed update:
+    /// what a checkpoint saves, also when a step gave up waiting for data
+    /// after taking some of its micro-batches.
+    trained_position: DataPosition,
     eval_data: Option<Loader>,
 }
 
@@ -73,7 +77,8 @@ impl Trainer {
             }
             None => Arc::new(Self::compile(client, &config, replicas, eval_data.is_some())?),
         };
-        let mut trainer = Trainer { config, replicas, programs, device_state: Vec::new(), step: 0, samples_seen: 0, dataset, train_data, eval_data };
+        let trained_position = train_data.position().clone();
+        let mut trainer = Trainer { config, replicas, programs, device_state: Vec::new(), step: 0, samples_seen: 0, dataset, train_data, trained_position, eval_data };
         let initial = trainer.initial_values()?;
         trainer.load_values(&initial)?;
         Ok(trainer)
@@ -294,9 +299,9 @@ impl Trainer {
         self.train_data.counts()
     }
 
-    /// Where the training stream stands (saved with checkpoints).
+    /// Where the training stream stands after the last update (saved with checkpoints).
     pub fn data_position(&self) -> &DataPosition {
-        self.train_data.position()
+        &self.trained_position
     }
 
     /// Uploads each device's shard of `batch` (on a mesh: the shard of its data index).
@@ -314,30 +319,25 @@ impl Trainer {
     /// One update: `gradient_accumulation` micro-batches, then the optimizer step.
     pub fn train_step(&mut self) -> Result<StepRecord> {
         let lr = self.config.optimizer.schedule.lr(self.config.optimizer.learning_rate, self.step);
-        let micro = self.config.train.gradient_accumulation;
+        // Every micro-batch first: a data error or a stop while waiting for
+        // data then leaves the state on the devices untouched.
+        let micro = if self.programs.train.is_some() { 1 } else { self.config.train.gradient_accumulation };
+        let batches = (0..micro).map(|_| self.train_data.next_batch()).collect::<Result<Vec<_>>>()?;
+        let inputs = batches.iter().map(|b| self.upload_batch(b)).collect::<Result<Vec<_>>>()?;
         let scalars = update_scalars(self.program(), self.replicas, lr, self.step)?;
         let mut state = std::mem::take(&mut self.device_state);
         let outputs = if let Some(train) = &self.programs.train {
-            let batch = self.train_data.next_batch()?;
-            let inputs = self.upload_batch(&batch)?;
-            Self::execute(train, &inputs, &state, &scalars)
+            Self::execute(train, &inputs[0], &state, &scalars)
         } else {
             let (accumulate, apply) = (self.programs.accumulate.as_ref(), self.programs.apply.as_ref());
             let (accumulate, apply) = (accumulate.expect("compiled with accumulation"), apply.expect("compiled with accumulation"));
             let n_weights = self.programs.layout.names().len();
             let n_params = self.programs.layout.params.len();
             let mut result = Ok(());
-            for _ in 0..micro {
-                let inputs = match self.train_data.next_batch().and_then(|b| self.upload_batch(&b)) {
-                    Ok(i) => i,
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                };
+            for micro_inputs in &inputs {
                 // (batch, params, acc, loss_acc): pass params then the accumulators, which come back updated.
                 let args: Vec<Vec<&Buffer>> = (0..self.replicas)
-                    .map(|d| inputs[d].iter().chain(&state[d][..n_params]).chain(&state[d][n_weights..]).collect())
+                    .map(|d| micro_inputs[d].iter().chain(&state[d][..n_params]).chain(&state[d][n_weights..]).collect())
                     .collect();
                 match accumulate.execute(&args) {
                     Ok(accs) => {
@@ -368,6 +368,7 @@ impl Trainer {
         }
         drop(state);
         self.device_state = outputs;
+        self.trained_position = self.train_data.position().clone();
         self.step += 1;
         self.samples_seen += self.config.train.batch_size as u64;
         Ok(StepRecord { loss, grad_norm, lr, samples: self.config.train.batch_size as u64, ..Default::default() })
@@ -407,7 +408,7 @@ impl Trainable for Trainer {
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
-        let position = serde_json::to_value(self.train_data.position()).map_err(|e| Error::Invalid(format!("data position: {e}")))?;
+        let position = serde_json::to_value(&self.trained_position).map_err(|e| Error::Invalid(format!("data position: {e}")))?;
         Ok(Snapshot {
             step: self.step,
             tensors: self.blocked_values()?,
@@ -427,6 +428,7 @@ impl Trainable for Trainer {
         let position: DataPosition = serde_json::from_value(checkpoint.meta.data_position.clone())
             .map_err(|e| Error::Invalid(format!("the checkpoint's data position is unreadable: {e}")))?;
         self.train_data = self.dataset.train_loader(Some(&position))?;
+        self.trained_position = position;
         self.step = checkpoint.step;
         self.samples_seen = checkpoint.meta.samples_seen;
         Ok(())
@@ -438,6 +440,10 @@ impl Trainable for Trainer {
 
     fn replicas(&self) -> usize {
         self.replicas
+    }
+
+    fn stop_on(&mut self, signal: &StopSignal) {
+        self.train_data.stop_on(signal.clone());
     }
 
     fn tensor_types(&self) -> Vec<(String, TensorType)> {

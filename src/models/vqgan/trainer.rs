@@ -44,8 +44,6 @@ pub struct VqganTrainer {
     train_data: ImageLoader,
     /// Held-out batches for the reconstruction error.
     eval_data: Vec<HostTensor>,
-    /// Ends waits for training images early (see [`Self::stop_on`]).
-    stop: Option<StopSignal>,
 }
 
 fn start_loader(config: &VqganTrainConfig, source: &str, seed: u64, shuffle: bool, epochs: Option<u64>, start_batch: u64) -> Result<ImageLoader> {
@@ -122,18 +120,11 @@ impl VqganTrainer {
         };
         let frozen_refs: Vec<&HostTensor> = frozen_values.iter().collect();
         let frozen = (0..replicas).map(|d| program.upload(d, &frozen_refs)).collect::<Result<_>>()?;
-        let mut trainer = VqganTrainer { config, replicas, steps, generator: vec![], frozen, discriminator: vec![], step: 0, train_data, eval_data, stop: None };
+        let mut trainer = VqganTrainer { config, replicas, steps, generator: vec![], frozen, discriminator: vec![], step: 0, train_data, eval_data };
         let seed = trainer.config.train.seed;
         let (g, d) = (trainer.steps.generator.initial_values(seed), trainer.steps.discriminator.initial_values(seed));
         trainer.upload(&g.iter().collect::<Vec<_>>(), &d.iter().collect::<Vec<_>>())?;
         Ok(trainer)
-    }
-
-    /// Makes waits for training images end once `signal` is set, so a stop
-    /// request is seen even while the image loader is slow.
-    pub fn stop_on(&mut self, signal: StopSignal) {
-        self.train_data.stop_on(signal.clone());
-        self.stop = Some(signal);
     }
 
     /// Images the loader left out so far (unreadable or without caption).
@@ -286,9 +277,6 @@ impl Trainable for VqganTrainer {
         // trained on, as an uninterrupted run would continue (exactly so when
         // every image is readable).
         self.train_data = start_loader(&self.config, &self.config.data.images, self.config.train.seed, true, None, checkpoint.step)?;
-        if let Some(signal) = &self.stop {
-            self.train_data.stop_on(signal.clone());
-        }
         Ok(())
     }
 
@@ -298,6 +286,10 @@ impl Trainable for VqganTrainer {
 
     fn replicas(&self) -> usize {
         self.replicas
+    }
+
+    fn stop_on(&mut self, signal: &StopSignal) {
+        self.train_data.stop_on(signal.clone());
     }
 
     fn tensor_types(&self) -> Vec<(String, TensorType)> {
