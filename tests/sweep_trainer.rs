@@ -333,3 +333,23 @@ objective: { steps: 20 }
     assert!(err.contains("trial t000") && err.contains("train.eval_every is 0"), "{err}");
     assert!(dir.get("sweep_state.json").unwrap().is_none(), "nothing started");
 }
+
+#[test]
+fn a_process_stop_interrupts_a_trial_before_its_next_update() {
+    // The process's stop reaches the trial's own stop signal at once, not at
+    // its next logged step: a stop already requested ends the trial before
+    // any update, with a checkpoint to resume from.
+    let stop = dalle_xla::checkpoint::StopSignal::new();
+    stop.request(dalle_xla::checkpoint::StopReason::Terminate);
+    let mut runner = runner().with_stop_signal(stop);
+    let config = serde_yaml::to_value(tiny(&["train.log_every=10", "train.eval_every=10", "train.devices=2"])).unwrap();
+    let trial = TrialSpec { id: "t000".into(), overrides: vec![], config, devices: vec![] };
+    let dir = fresh_dir("stopped-trial");
+    let outcome = runner.run(&trial, &dir, 20, &mut |_, _| Decision::Continue).unwrap();
+    match outcome {
+        TrialOutcome::Interrupted { steps, .. } => assert_eq!(steps, 0, "the trial trained before it saw the stop"),
+        other => panic!("expected an interrupted trial, got {other:?}"),
+    }
+    let committed = CheckpointManager::open(&dir, CheckpointConfig::default().retention()).unwrap().committed_steps().unwrap();
+    assert_eq!(committed, vec![0], "the stopped trial's state is committed");
+}

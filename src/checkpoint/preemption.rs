@@ -64,11 +64,20 @@ impl std::fmt::Display for StopReason {
 pub struct StopSignal {
     reason: Arc<AtomicUsize>,
     interrupted: Arc<AtomicBool>,
+    /// The reason of the signal this one was made from (see [`StopSignal::child`]).
+    parent: Option<Arc<AtomicUsize>>,
 }
 
 impl StopSignal {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A signal that is also set whenever this one is (with this one's
+    /// reason), and can be set alone: a sweep stops one trial with it, while
+    /// the process's SIGTERM still reaches every wait of that trial.
+    pub fn child(&self) -> StopSignal {
+        StopSignal { parent: Some(self.reason.clone()), ..StopSignal::default() }
     }
 
     /// Makes SIGTERM and SIGINT set this signal instead of killing the process.
@@ -94,11 +103,19 @@ impl StopSignal {
     }
 
     pub fn is_set(&self) -> bool {
-        self.reason.load(Ordering::SeqCst) != 0
+        self.code() != 0
     }
 
     pub fn reason(&self) -> Option<StopReason> {
-        StopReason::from_code(self.reason.load(Ordering::SeqCst))
+        StopReason::from_code(self.code())
+    }
+
+    /// This signal's reason code, else its parent's (0: not set).
+    fn code(&self) -> usize {
+        match self.reason.load(Ordering::SeqCst) {
+            0 => self.parent.as_ref().map_or(0, |p| p.load(Ordering::SeqCst)),
+            code => code,
+        }
     }
 
     /// The next message of `rx` (`Ok(None)` once its sender is gone), unless
@@ -134,5 +151,32 @@ mod tests {
         clone.request(StopReason::Preempted);
         s.request(StopReason::Requested);
         assert_eq!(s.reason(), Some(StopReason::Preempted));
+    }
+
+    #[test]
+    fn a_child_sees_its_parents_stop_but_not_the_other_way() {
+        let (process, other) = (StopSignal::new(), StopSignal::new());
+        let (trial, sibling) = (process.child(), other.child());
+        sibling.request(StopReason::Requested);
+        assert!(!other.is_set(), "a child's request must not stop its parent");
+        assert!(!trial.is_set());
+        process.request(StopReason::Terminate);
+        assert_eq!(trial.clone().reason(), Some(StopReason::Terminate));
+        // Its own reason, once set, is the one it reports.
+        let own = StopSignal::new().child();
+        own.request(StopReason::Requested);
+        assert_eq!(own.reason(), Some(StopReason::Requested));
+    }
+
+    #[test]
+    fn receiving_gives_way_to_a_stop() {
+        let signal = StopSignal::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(7).unwrap();
+        assert_eq!(signal.receive(&rx), Ok(Some(7)));
+        signal.request(StopReason::Interrupt);
+        assert_eq!(signal.receive(&rx), Err(StopReason::Interrupt), "nothing queued, a stop requested");
+        drop(tx);
+        assert_eq!(StopSignal::new().receive(&rx), Ok(None), "the sender is gone");
     }
 }

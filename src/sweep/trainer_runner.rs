@@ -30,8 +30,8 @@ impl TrainerRunner {
         TrainerRunner { client, stop: StopSignal::new(), programs: None }
     }
 
-    /// Ends trials early (checkpoint committed, [`TrialOutcome::Interrupted`]) once `stop` is set.
-    /// The signal is checked at every logged step (`train.log_every`).
+    /// Ends trials early (checkpoint committed, [`TrialOutcome::Interrupted`]) once `stop` is set:
+    /// before the next update, or during a wait for data.
     pub fn with_stop_signal(mut self, stop: StopSignal) -> TrainerRunner {
         self.stop = stop;
         self
@@ -116,9 +116,10 @@ impl TrialRunner for TrainerRunner {
             return Ok(TrialOutcome::Completed { steps: resumed_at, wall_time_s: run.earlier_wall_secs });
         }
 
-        // fit's stop flag serves both the sweep ("stop this trial") and the process
-        // ("stop everything"); remember which one asked.
-        let trial_stop = StopSignal::new();
+        // fit's stop flag serves both the sweep ("stop this trial", set here) and
+        // the process ("stop everything", its parent, which also ends a wait for
+        // data at once); remember which one asked.
+        let trial_stop = self.stop.child();
         let (mut sweep_said_stop, mut missing_eval) = (false, false);
         let options = FitOptions {
             train: &config.train,
@@ -127,11 +128,7 @@ impl TrialRunner for TrainerRunner {
             title: format!("sweep trial {} ({})", trial.id, describe_overrides(&trial.overrides)),
         };
         let started = Instant::now();
-        let process_stop = &self.stop;
         let outcome = fit(&mut trainer, &mut run, &options, |m| {
-            if let Some(reason) = process_stop.reason() {
-                trial_stop.request(reason);
-            }
             match m.eval_loss {
                 Some(loss) => {
                     tracing::info!("trial {}: step {} eval loss {loss:.4} (training loss {:.4})", trial.id, m.step, m.loss);
