@@ -96,14 +96,21 @@ impl LowerCx {
 
 /// Marks the nodes that `roots` depend on.
 pub(crate) fn needed_nodes(nodes: &[super::tensor::Node], roots: impl Iterator<Item = ValueId>) -> Vec<bool> {
+    needed_nodes_until(nodes, roots, |_| false)
+}
+
+/// Marks the nodes that `roots` depend on, not looking past the values for
+/// which `known` holds (their nodes are marked only if another of their
+/// outputs is needed).
+pub(crate) fn needed_nodes_until(nodes: &[super::tensor::Node], roots: impl Iterator<Item = ValueId>, known: impl Fn(&ValueId) -> bool) -> Vec<bool> {
     let mut needed = vec![false; nodes.len()];
-    let mut stack: Vec<usize> = roots.map(|v| v.node).collect();
-    while let Some(n) = stack.pop() {
-        if needed[n] {
+    let mut stack: Vec<ValueId> = roots.collect();
+    while let Some(v) = stack.pop() {
+        if needed[v.node] || known(&v) {
             continue;
         }
-        needed[n] = true;
-        stack.extend(nodes[n].inputs.iter().map(|v| v.node));
+        needed[v.node] = true;
+        stack.extend(nodes[v.node].inputs.iter().copied());
     }
     needed
 }

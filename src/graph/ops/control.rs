@@ -5,7 +5,7 @@
 //! arguments. Values from outside a loop enter it as carries (returned
 //! unchanged by the body), which is also how their gradients come back out.
 
-use crate::graph::emit::{needed_nodes, LowerCx};
+use crate::graph::emit::{needed_nodes_until, LowerCx};
 use crate::graph::error::{op_bail, GraphError, Result};
 use crate::graph::function::Function;
 use crate::graph::ops::param::Parameter;
@@ -39,7 +39,7 @@ impl Function {
             return Err(GraphError::Invalid(format!("function '{name}' cannot be called inside its own graph")));
         }
         let data = self.graph.data.borrow();
-        let needed = needed_nodes_until(&data.nodes, outputs.iter().map(|t| t.id), given);
+        let needed = needed_nodes_until(&data.nodes, outputs.iter().map(|t| t.id), |v| given.contains_key(v));
         let mut values: HashMap<ValueId, Tensor> = given.clone();
         for (n, node) in data.nodes.iter().enumerate() {
             if !needed[n] {
@@ -59,24 +59,6 @@ impl Function {
         }
         Ok(outputs.iter().map(|o| values[&o.id].clone()).collect())
     }
-}
-
-/// The nodes `roots` need, not looking past the values in `given` (whose
-/// nodes are needed only for their other outputs, if any).
-fn needed_nodes_until(nodes: &[crate::graph::tensor::Node], roots: impl Iterator<Item = ValueId>, given: &HashMap<ValueId, Tensor>) -> Vec<bool> {
-    if given.is_empty() {
-        return needed_nodes(nodes, roots);
-    }
-    let mut needed = vec![false; nodes.len()];
-    let mut stack: Vec<ValueId> = roots.collect();
-    while let Some(v) = stack.pop() {
-        if given.contains_key(&v) || needed[v.node] {
-            continue;
-        }
-        needed[v.node] = true;
-        stack.extend(nodes[v.node].inputs.iter().copied());
-    }
-    needed
 }
 
 /// `stablehlo.while`: repeats `body` on the carries while `cond` holds.
@@ -342,7 +324,7 @@ impl Primitive for ForiLoop {
         // stacked, which keeps the memory at trip count x the carries that
         // change. A recording loop wrote these as it ran; otherwise the loop
         // runs forward once more to write them.
-        let varying = changed_carries(&self.body);
+        let varying = if self.recorded.is_empty() { changed_carries(&self.body) } else { self.recorded.clone() };
         let body = &self.body;
         let rerun;
         let stored = &outs[1 + n_carries..];
@@ -445,7 +427,7 @@ pub fn fori_loop(
     init: &[&Tensor],
     body: impl FnOnce(&Tensor, &[Tensor]) -> Result<Vec<Tensor>>,
 ) -> Result<Vec<Tensor>> {
-    fori_loop_with(lower, upper, init, body, Stores::Nothing)
+    fori_loop_storing(Stores::Nothing, lower, upper, init, body)
 }
 
 /// [`fori_loop`] that stores what its VJP reads as it runs (see [`Stores`]),
@@ -461,16 +443,6 @@ pub fn fori_loop_storing(
     upper: i64,
     init: &[&Tensor],
     body: impl FnOnce(&Tensor, &[Tensor]) -> Result<Vec<Tensor>>,
-) -> Result<Vec<Tensor>> {
-    fori_loop_with(lower, upper, init, body, stores)
-}
-
-fn fori_loop_with(
-    lower: i64,
-    upper: i64,
-    init: &[&Tensor],
-    body: impl FnOnce(&Tensor, &[Tensor]) -> Result<Vec<Tensor>>,
-    stores: Stores,
 ) -> Result<Vec<Tensor>> {
     let Some(first) = init.first() else { op_bail!("fori_loop", "needs at least one carry") };
     let in_range = |v: i64| i32::try_from(v).is_ok();
