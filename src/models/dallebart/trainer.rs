@@ -333,26 +333,20 @@ impl Trainer {
             let (accumulate, apply) = (accumulate.expect("compiled with accumulation"), apply.expect("compiled with accumulation"));
             let n_weights = self.programs.layout.names().len();
             let n_params = self.programs.layout.params.len();
-            let mut result = Ok(());
-            for micro_inputs in &inputs {
-                // (batch, params, acc, loss_acc): pass params then the accumulators, which come back updated.
-                let args: Vec<Vec<&Buffer>> = (0..self.replicas)
-                    .map(|d| micro_inputs[d].iter().chain(&state[d][..n_params]).chain(&state[d][n_weights..]).collect())
-                    .collect();
-                match accumulate.execute(&args) {
-                    Ok(accs) => {
-                        for (d, acc) in accs.into_iter().enumerate() {
-                            state[d].truncate(n_weights);
-                            state[d].extend(acc);
-                        }
-                    }
-                    Err(e) => {
-                        result = Err(e);
-                        break;
+            let mut accumulate_then_apply = || {
+                for micro_inputs in &inputs {
+                    // (batch, params, acc, loss_acc): pass params then the accumulators, which come back updated.
+                    let args: Vec<Vec<&Buffer>> = (0..self.replicas)
+                        .map(|d| micro_inputs[d].iter().chain(&state[d][..n_params]).chain(&state[d][n_weights..]).collect())
+                        .collect();
+                    for (d, acc) in accumulate.execute(&args)?.into_iter().enumerate() {
+                        state[d].truncate(n_weights);
+                        state[d].extend(acc);
                     }
                 }
-            }
-            result.and_then(|()| Self::execute(apply, &[], &state, &scalars))
+                Self::execute(apply, &[], &state, &scalars)
+            };
+            accumulate_then_apply()
         };
         let mut outputs = outputs.map_err(|e| {
             Error::Invalid(format!("training step {} failed; the weights on the devices may be lost, resume from the last checkpoint: {e}", self.step + 1))
