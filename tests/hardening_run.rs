@@ -185,15 +185,21 @@ fn sigterm_during_a_storage_wait_exits_75_at_once() {
     let fake = GcsFake::start();
     // Every request hangs far longer than the test waits.
     fake.inject(1000, Fault::Delay(Duration::from_secs(60)), None);
-    let mut command = train_command("gs://slow/run", &["storage.retry.timeout_secs=300"]);
+    sigterm_exits_75_at_once(train_command("gs://slow/run", &["storage.retry.timeout_secs=300"]), &fake, "checking access to gs://slow/run");
+}
+
+/// Runs `command` against `fake` until it logs a line containing `line`,
+/// then sends SIGTERM: the process must exit 75 within 10 s. Returns its log.
+fn sigterm_exits_75_at_once(mut command: Command, fake: &GcsFake, line: &str) -> Vec<String> {
     command.env("GOOGLE_BASE_URL", fake.base_url()).env("GOOGLE_SERVICE_ACCOUNT_KEY", FAKE_SERVICE_ACCOUNT_KEY);
     let mut process = TrainProcess::spawn(command);
-    process.wait_for_line("checking access to gs://slow/run", PROCESS_TIMEOUT).expect("the check starts");
+    process.wait_for_line(line, PROCESS_TIMEOUT).unwrap_or_else(|| panic!("no line '{line}' before the process ended"));
     let signalled = Instant::now();
     process.terminate();
     let (status, log) = process.finish(PROCESS_TIMEOUT);
     assert_eq!(status.code(), Some(75), "{}", text(&log));
-    assert!(signalled.elapsed() < Duration::from_secs(10), "took {:?} after SIGTERM", signalled.elapsed());
+    assert!(signalled.elapsed() < Duration::from_secs(10), "took {:?} after SIGTERM:\n{}", signalled.elapsed(), text(&log));
+    log
 }
 
 #[test]
@@ -220,15 +226,7 @@ fn sigterm_while_the_data_store_stalls_commits_a_checkpoint_and_exits_75() {
     let run = dir.join("run");
     let tokenizer_set = format!("data.tokenizer={}", tokenizer.display());
     let sets = ["data.kind=files", "data.train_files=[gs://data/shapes/train.jsonl]", &tokenizer_set, "data.eval_fraction=0", "model.encoder_vocab_size=320", "train.steps=5"];
-    let mut command = train_command(run.to_str().unwrap(), &sets);
-    command.env("GOOGLE_BASE_URL", fake.base_url()).env("GOOGLE_SERVICE_ACCOUNT_KEY", FAKE_SERVICE_ACCOUNT_KEY);
-    let mut process = TrainProcess::spawn(command);
-    process.wait_for_line("DalleBart on", PROCESS_TIMEOUT).expect("training starts");
-    let signalled = Instant::now();
-    process.terminate();
-    let (status, log) = process.finish(PROCESS_TIMEOUT);
-    assert_eq!(status.code(), Some(75), "{}", text(&log));
-    assert!(signalled.elapsed() < Duration::from_secs(10), "took {:?} after SIGTERM:\n{}", signalled.elapsed(), text(&log));
+    let log = sigterm_exits_75_at_once(train_command(run.to_str().unwrap(), &sets), &fake, "DalleBart on");
     assert!(fake.arrivals().iter().any(|(method, key)| method == "GET" && key.contains("train.jsonl")), "the loader never asked for the data");
     let committed = std::fs::read_dir(run.join("checkpoints")).map(|d| d.flatten().any(|e| e.path().join("COMMIT").exists())).unwrap_or(false);
     assert!(committed, "no checkpoint committed:\n{}", text(&log));
