@@ -29,7 +29,9 @@ pub struct TrainingArgs {
 impl TrainingArgs {
     /// The `--set` overrides, and `--run` (when given) as `train.run_dir` after them.
     pub fn overrides(&self) -> Vec<String> {
-        overrides_with_run(&self.overrides, &self.run)
+        let mut all = self.overrides.clone();
+        all.extend(self.run.iter().map(|run| format!("train.run_dir={run}")));
+        all
     }
 }
 
@@ -78,13 +80,6 @@ impl StopHandling {
         let watcher = if checkpoint.watch_metadata { Some(MetadataWatcher::start(checkpoint.metadata_watcher(), signal.clone())?) } else { None };
         Ok(StopHandling { signal, _watcher: watcher })
     }
-}
-
-/// The `--set` overrides, and `--run` (when given) as `train.run_dir` after them.
-fn overrides_with_run(overrides: &[String], run: &Option<String>) -> Vec<String> {
-    let mut all = overrides.to_vec();
-    all.extend(run.iter().map(|run| format!("train.run_dir={run}")));
-    all
 }
 
 /// Trains `model` in `run` until `options.train.steps` or a stop, with a
