@@ -4,7 +4,8 @@
 //! fail a compile; the size limit deletes the least recently used entries.
 use dalle_xla::graph::{Graph, Tensor};
 use dalle_xla::pjrt::{open_client, Client, ClientOptions};
-use dalle_xla::runtime::{CompileCache, Program, ProgramOptions};
+use dalle_xla::pjrt::CompileOptions;
+use dalle_xla::runtime::{CompileCache, CompileEnvironment, Program, ProgramOptions};
 use dalle_xla::{DType, HostTensor};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -105,6 +106,24 @@ fn a_different_graph_or_replica_count_misses() {
     // A client without a cache never reads one.
     let plain = open_client("cpu", None, &ClientOptions::cpu_devices(2)).unwrap();
     assert!(!compile(&plain, 1.0, 1).from_cache);
+}
+
+#[test]
+fn xla_flags_and_the_host_cpu_are_part_of_the_key() {
+    // Both change the code the CPU plugin emits: an entry compiled under
+    // other flags, or on a CPU with other instructions, must not be loaded.
+    let client = client_with(CompileCache::new(scratch("environment")));
+    let options = CompileOptions::single();
+    let here = CompileEnvironment::current();
+    assert_eq!(CompileCache::key(&client, "module", &options), CompileCache::key_in(&client, "module", &options, here));
+    assert!(here.host_cpu.starts_with(std::env::consts::ARCH), "{}", here.host_cpu);
+    let key = |environment: &CompileEnvironment| CompileCache::key_in(&client, "module", &options, environment);
+    let flagged = CompileEnvironment { xla_flags: "--xla_cpu_max_isa=AVX2".into(), ..here.clone() };
+    let other_cpu = CompileEnvironment { host_cpu: format!("{}|flags: sse2", std::env::consts::ARCH), ..here.clone() };
+    assert_ne!(key(&flagged), key(here));
+    assert_ne!(key(&other_cpu), key(here));
+    assert_ne!(key(&flagged), key(&other_cpu));
+    assert_eq!(key(&flagged.clone()), key(&flagged), "the same environment gives the same key");
 }
 
 #[test]

@@ -5,8 +5,9 @@
 //! An entry is `<dir>/<key>.pjrt`, where the key is the sha256 of everything
 //! that decides the compiled code: the StableHLO text, the plugin (path, size,
 //! modification time, C API version), the client's platform, version and
-//! devices, and the encoded compile options (replicas, partitions, device
-//! assignment). The file holds a header (magic, format version, key, program
+//! devices, the encoded compile options (replicas, partitions, device
+//! assignment), `XLA_FLAGS`, and on CPU the host's model and instruction-set
+//! flags. The file holds a header (magic, format version, key, program
 //! name, payload length and sha256) and the plugin's serialized executable.
 //!
 //! The cache never fails a compile: an entry that is truncated, corrupt, from
@@ -44,7 +45,7 @@ pub const DEFAULT_MAX_BYTES: u64 = 4 << 30;
 
 const MAGIC: &[u8; 8] = b"DXLAPJRT";
 /// Bumped whenever the entry layout or the key's inputs change.
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 const EXTENSION: &str = "pjrt";
 /// Temporary files older than this are left over from killed writers.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
@@ -182,8 +183,14 @@ impl CompileCache {
         self.dir.join(format!("{key}.{EXTENSION}"))
     }
 
-    /// The key of `module` compiled with `options` on `client`.
+    /// The key of `module` compiled with `options` on `client`, in this
+    /// process's [`CompileEnvironment`].
     pub fn key(client: &Client, module: &str, options: &CompileOptions) -> String {
+        Self::key_in(client, module, options, CompileEnvironment::current())
+    }
+
+    /// The key of `module` compiled with `options` on `client` in `environment`.
+    pub fn key_in(client: &Client, module: &str, options: &CompileOptions, environment: &CompileEnvironment) -> String {
         let mut h = Sha256::new();
         let mut field = |name: &str, bytes: &[u8]| {
             h.update(name.as_bytes());
@@ -199,6 +206,12 @@ impl CompileCache {
         let devices: Vec<String> = client.devices().iter().map(|d| format!("{}:{}", d.id, d.kind)).collect();
         field("devices", devices.join(",").as_bytes());
         field("options", &options.encode(&client.device_ids()));
+        field("xla_flags", environment.xla_flags.as_bytes());
+        // A CPU plugin compiles for the host's instruction set: an entry
+        // carried by the remote tier to a machine without it would crash there.
+        if is_cpu_platform(client.platform()) {
+            field("host_cpu", environment.host_cpu.as_bytes());
+        }
         field("module", module.as_bytes());
         hex(&h.finalize())
     }
@@ -424,6 +437,48 @@ fn plugin_identity(path: &Path) -> String {
             format!("{}|{len}|{mtime}", path.display())
         })
         .clone()
+}
+
+/// What outside the program and the client changes the code a plugin
+/// compiles: the `XLA_FLAGS` the plugin reads, and the host CPU's model and
+/// instruction-set flags (which a CPU plugin compiles for).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompileEnvironment {
+    pub xla_flags: String,
+    pub host_cpu: String,
+}
+
+impl CompileEnvironment {
+    /// This process's environment, read once.
+    pub fn current() -> &'static CompileEnvironment {
+        static CURRENT: OnceLock<CompileEnvironment> = OnceLock::new();
+        CURRENT.get_or_init(|| CompileEnvironment {
+            xla_flags: std::env::var("XLA_FLAGS").unwrap_or_default(),
+            host_cpu: host_cpu_identity(),
+        })
+    }
+}
+
+fn is_cpu_platform(platform: &str) -> bool {
+    platform.eq_ignore_ascii_case("cpu") || platform.eq_ignore_ascii_case("host")
+}
+
+/// The first processor's model and flags from `/proc/cpuinfo` (vendor,
+/// model name, flags; `Features` and `CPU part` on ARM); else the
+/// architecture alone.
+fn host_cpu_identity() -> String {
+    let mut identity = std::env::consts::ARCH.to_string();
+    if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") {
+        let first = info.split("\n\n").next().unwrap_or("");
+        for line in first.lines() {
+            let key = line.split(':').next().unwrap_or("").trim();
+            if ["vendor_id", "model name", "flags", "Features", "CPU implementer", "CPU part"].contains(&key) {
+                identity.push('|');
+                identity.push_str(line.trim());
+            }
+        }
+    }
+    identity
 }
 
 fn hex(bytes: &[u8]) -> String {

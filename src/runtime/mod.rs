@@ -5,5 +5,5 @@ pub mod compile_cache;
 pub mod memory;
 mod program;
 
-pub use compile_cache::CompileCache;
+pub use compile_cache::{CompileCache, CompileEnvironment};
 pub use program::{download, Program, ProgramOptions};
