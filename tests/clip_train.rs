@@ -131,3 +131,26 @@ fn bad_configs_name_the_key() {
     let err = ClipTrainConfig::load(&path, &["model.vision.patch_size=7".into()]).unwrap_err().to_string();
     assert!(err.contains("patch_size"), "{err}");
 }
+
+#[test]
+fn a_stop_given_before_a_restore_still_ends_the_wait_for_data() {
+    // A restore restarts the trainer's loader at the checkpoint's position;
+    // the restarted loader must keep the stop signal, or a stalled image
+    // store could hold up a preemption after a resume.
+    let root = temp_dir("stop-restore");
+    shapes::generate(16, 32, 3, &root.join("data")).unwrap();
+    let cfg = config(&root.join("data"), &root.join("run"), &["train.batch_size=8", "model.text.num_hidden_layers=1", "model.vision.num_hidden_layers=1"]);
+    let mut trainer = ClipTrainer::new(&client(), cfg).unwrap();
+    trainer.train_step().unwrap();
+    let saved = trainer.snapshot().unwrap().to_checkpoint();
+    let stop = StopSignal::new();
+    trainer.stop_on(&stop);
+    stop.request(dalle_xla::checkpoint::StopReason::Terminate);
+    trainer.restore(&saved).unwrap();
+    match trainer.train_step() {
+        Err(dalle_xla::Error::Stopped(why)) => assert!(why.contains("waiting for the next batch"), "{why}"),
+        Err(e) => panic!("another error than a stop: {e}"),
+        Ok(_) => panic!("the restored trainer trained on although a stop was requested"),
+    }
+    assert_eq!(trainer.step(), 1, "the stopped step changed nothing");
+}

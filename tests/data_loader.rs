@@ -129,6 +129,27 @@ fn check_restore(config: &DataConfig, batch: usize, k: usize, m: usize) {
 }
 
 #[test]
+fn a_restarted_loader_keeps_the_stop_signal() {
+    // A trainer's restore restarts its loader at the saved position; a stop
+    // requested later must still end the restarted loader's waits.
+    let (_dir, files) = shards("restart-stop");
+    let c = config(&files, 16);
+    let mut current = loader(&c, 5, 11, None);
+    take(&mut current, 2);
+    let position = current.position().clone();
+    let stop = dalle_xla::checkpoint::StopSignal::new();
+    current.stop_on(stop.clone());
+    current.restart_with(loader(&c, 5, 11, Some(&position)));
+    assert_eq!(current.position(), &position);
+    take(&mut current, 1);
+    stop.request(dalle_xla::checkpoint::StopReason::Terminate);
+    match current.next_batch() {
+        Err(dalle_xla::Error::Stopped(why)) => assert!(why.contains("waiting for the next batch"), "{why}"),
+        other => panic!("expected a stop, got {:?}", other.map(|b| ids(&b))),
+    }
+}
+
+#[test]
 fn restored_position_gives_the_same_next_batches() {
     let (_dir, files) = shards("restore");
     let c = config(&files, 16);

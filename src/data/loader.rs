@@ -258,6 +258,15 @@ impl Loader {
         self.stop = Some(signal);
     }
 
+    /// Replaces this loader with `next` (the stream restarted elsewhere, as
+    /// on restore), which keeps the stop signal this one was given.
+    pub fn restart_with(&mut self, mut next: Loader) {
+        if let Some(stop) = &self.stop {
+            next.stop = Some(stop.clone());
+        }
+        *self = next;
+    }
+
     /// Where the stream is after the last batch returned; save it to resume exactly there.
     pub fn position(&self) -> &DataPosition {
         &self.position

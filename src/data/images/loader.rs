@@ -197,6 +197,15 @@ impl ImageLoader {
         self.stop = Some(signal);
     }
 
+    /// Replaces this loader with `next` (the stream restarted elsewhere, as
+    /// on restore), which keeps the stop signal this one was given.
+    pub fn restart_with(&mut self, mut next: ImageLoader) {
+        if let Some(stop) = &self.stop {
+            next.stop = Some(stop.clone());
+        }
+        *self = next;
+    }
+
     /// The entries skipped so far (listing plus decoding).
     pub fn skipped(&self) -> SkipReport {
         self.report.lock().map(|r| r.clone()).unwrap_or_default()

@@ -421,7 +421,7 @@ impl Trainable for Trainer {
         self.load_borrowed_values(&values)?;
         let position: DataPosition = serde_json::from_value(checkpoint.meta.data_position.clone())
             .map_err(|e| Error::Invalid(format!("the checkpoint's data position is unreadable: {e}")))?;
-        self.train_data = self.dataset.train_loader(Some(&position))?;
+        self.train_data.restart_with(self.dataset.train_loader(Some(&position))?);
         self.trained_position = position;
         self.step = checkpoint.step;
         self.samples_seen = checkpoint.meta.samples_seen;

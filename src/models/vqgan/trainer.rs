@@ -276,7 +276,7 @@ impl Trainable for VqganTrainer {
         // One batch per update: the stream resumes after the batches already
         // trained on, as an uninterrupted run would continue (exactly so when
         // every image is readable).
-        self.train_data = start_loader(&self.config, &self.config.data.images, self.config.train.seed, true, None, checkpoint.step)?;
+        self.train_data.restart_with(start_loader(&self.config, &self.config.data.images, self.config.train.seed, true, None, checkpoint.step)?);
         Ok(())
     }
 
