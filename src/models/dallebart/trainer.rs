@@ -326,27 +326,9 @@ impl Trainer {
         let inputs = batches.iter().map(|b| self.upload_batch(b)).collect::<Result<Vec<_>>>()?;
         let scalars = update_scalars(self.program(), self.replicas, lr, self.step)?;
         let mut state = std::mem::take(&mut self.device_state);
-        let outputs = if let Some(train) = &self.programs.train {
-            Self::execute(train, &inputs[0], &state, &scalars)
-        } else {
-            let (accumulate, apply) = (self.programs.accumulate.as_ref(), self.programs.apply.as_ref());
-            let (accumulate, apply) = (accumulate.expect("compiled with accumulation"), apply.expect("compiled with accumulation"));
-            let n_weights = self.programs.layout.names().len();
-            let n_params = self.programs.layout.params.len();
-            let mut accumulate_then_apply = || {
-                for micro_inputs in &inputs {
-                    // (batch, params, acc, loss_acc): pass params then the accumulators, which come back updated.
-                    let args: Vec<Vec<&Buffer>> = (0..self.replicas)
-                        .map(|d| micro_inputs[d].iter().chain(&state[d][..n_params]).chain(&state[d][n_weights..]).collect())
-                        .collect();
-                    for (d, acc) in accumulate.execute(&args)?.into_iter().enumerate() {
-                        state[d].truncate(n_weights);
-                        state[d].extend(acc);
-                    }
-                }
-                Self::execute(apply, &[], &state, &scalars)
-            };
-            accumulate_then_apply()
+        let outputs = match &self.programs.train {
+            Some(train) => Self::execute(train, &inputs[0], &state, &scalars),
+            None => self.accumulate_then_apply(&inputs, &mut state, &scalars),
         };
         let mut outputs = outputs.map_err(|e| {
             Error::Invalid(format!("training step {} failed; the weights on the devices may be lost, resume from the last checkpoint: {e}", self.step + 1))
@@ -366,6 +348,25 @@ impl Trainer {
         self.step += 1;
         self.samples_seen += self.config.train.batch_size as u64;
         Ok(StepRecord { loss, grad_norm, lr, samples: self.config.train.batch_size as u64, ..Default::default() })
+    }
+
+    /// Gradient accumulation: each micro-batch's gradients added into the
+    /// accumulators held after the weights in `state`, then one optimizer step.
+    fn accumulate_then_apply(&self, inputs: &[Vec<Vec<Buffer>>], state: &mut [Vec<Buffer>], scalars: &[Vec<Buffer>]) -> Result<Vec<Vec<Buffer>>> {
+        let accumulate = self.programs.accumulate.as_ref().expect("compiled with accumulation");
+        let apply = self.programs.apply.as_ref().expect("compiled with accumulation");
+        let n_weights = self.programs.layout.names().len();
+        let n_params = self.programs.layout.params.len();
+        for micro_inputs in inputs {
+            // (batch, params, acc, loss_acc): pass params then the accumulators, which come back updated.
+            let args: Vec<Vec<&Buffer>> =
+                (0..self.replicas).map(|d| micro_inputs[d].iter().chain(&state[d][..n_params]).chain(&state[d][n_weights..]).collect()).collect();
+            for (d, acc) in accumulate.execute(&args)?.into_iter().enumerate() {
+                state[d].truncate(n_weights);
+                state[d].extend(acc);
+            }
+        }
+        Self::execute(apply, &[], state, scalars)
     }
 
     /// Mean loss over `eval_batches` held-out batches (the same batches every time).
