@@ -276,4 +276,6 @@ fn shipped_pipeline_configs_load() {
     // The hand-training config on the pipeline's encoded data.
     let (shapes, _) = dalle_xla::models::dallebart::TrainConfig::load(&root.join("configs/shapes.yaml"), &[]).expect("configs/shapes.yaml loads");
     assert_eq!(shapes.model, default.dallebart.model);
+    assert_eq!(shapes.optimizer, default.dallebart.optimizer, "configs/shapes.yaml trains with the preset's optimizer and schedule");
+    assert_eq!((shapes.train.steps, shapes.train.batch_size, &shapes.train.dtype), (default.dallebart.train.steps, default.dallebart.train.batch_size, &default.dallebart.train.dtype));
 }
