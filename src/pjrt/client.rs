@@ -298,3 +298,10 @@ impl std::fmt::Debug for Client {
         write!(f, "Client({}, {} devices)", self.platform(), self.device_count())
     }
 }
+
+/// Whether a client of `platform` (as [`Client::platform`] names it) runs on
+/// the host CPU: its devices then share host memory, and its plugin compiles
+/// for the host's instruction set.
+pub fn is_cpu_platform(platform: &str) -> bool {
+    platform.to_ascii_lowercase().contains("cpu") || platform.eq_ignore_ascii_case("host")
+}

@@ -13,7 +13,7 @@ pub mod ffi;
 mod plugin;
 
 pub use buffer::Buffer;
-pub use client::{Client, ClientOptions, DeviceInfo, OptionValue};
+pub use client::{is_cpu_platform, Client, ClientOptions, DeviceInfo, OptionValue};
 pub use compile_options::CompileOptions;
 pub use error::{PjrtError, Result};
 pub use executable::{CompiledMemoryStats, LoadedExecutable};

@@ -209,7 +209,7 @@ impl CompileCache {
         field("xla_flags", environment.xla_flags.as_bytes());
         // A CPU plugin compiles for the host's instruction set: an entry
         // carried by the remote tier to a machine without it would crash there.
-        if is_cpu_platform(client.platform()) {
+        if crate::pjrt::is_cpu_platform(client.platform()) {
             field("host_cpu", environment.host_cpu.as_bytes());
         }
         field("module", module.as_bytes());
@@ -457,10 +457,6 @@ impl CompileEnvironment {
             host_cpu: host_cpu_identity(),
         })
     }
-}
-
-fn is_cpu_platform(platform: &str) -> bool {
-    platform.eq_ignore_ascii_case("cpu") || platform.eq_ignore_ascii_case("host")
 }
 
 /// The first processor's model and flags from `/proc/cpuinfo` (vendor,

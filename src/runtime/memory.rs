@@ -77,7 +77,7 @@ pub fn check_fits(what: &str, estimate: &MemoryEstimate, platform: &str, replica
         return Ok(());
     };
     let per_device = estimate.per_device_total();
-    let on_host = platform.contains("cpu");
+    let on_host = crate::pjrt::is_cpu_platform(platform);
     let needed = if on_host { per_device.saturating_mul(replicas as u64).saturating_add(estimate.host) } else { estimate.host };
     tracing::debug!("{what}: estimated {} per device, {} on the host; {} available", format_bytes(per_device), format_bytes(estimate.host), format_bytes(available));
     if needed <= available {
