@@ -67,27 +67,50 @@ fn each_device_holds_its_share_of_the_state() {
     }
 }
 
+/// Every tensor of `got` equals `want` bit for bit.
+fn assert_bit_identical(got: &Trainer, want: &Trainer, what: &str) {
+    for ((name, g), (_, w)) in got.values().unwrap().iter().zip(&want.values().unwrap()) {
+        assert!(g == w, "{what}: {name} differs");
+    }
+}
+
 #[test]
 fn a_checkpoint_moves_between_meshes() {
-    let mut first = trainer(tiny("adamw", &[&mesh(8, 1)]));
+    let on_8x1 = tiny("adamw", &[&mesh(8, 1)]);
+    let mut first = trainer(on_8x1.clone());
     for _ in 0..2 {
         first.train_step().unwrap();
     }
     let saved = first.snapshot().unwrap().to_checkpoint();
-    for (data, model) in [(2, 4)] {
-        let mut moved = trainer(tiny("adamw", &[&mesh(data, model)]));
-        moved.restore(&saved).unwrap();
-        // Resharding loses nothing: the restored state is the saved state, bit for bit.
-        for ((name, got), (_, want)) in moved.values().unwrap().iter().zip(&saved.tensors) {
-            assert_eq!(got, want, "{name} after moving to mesh {{{data}, {model}}}");
-        }
-        let mut same = trainer(tiny("adamw", &[&mesh(8, 1)]));
-        same.restore(&saved).unwrap();
-        for step in 3..=4 {
-            let (a, b) = (same.train_step().unwrap().loss, moved.train_step().unwrap().loss);
-            assert_close(&[b], &[a], 1e-5, &format!("step {step} on mesh {{{data}, {model}}} after the move"));
-        }
+    let again_on_8x1 = || Trainer::with_programs(&client(), on_8x1.clone(), Some(first.programs())).unwrap_or_else(|e| panic!("{e}"));
+
+    let mut moved = trainer(tiny("adamw", &[&mesh(2, 4)]));
+    moved.restore(&saved).unwrap();
+    // Resharding loses nothing: the restored state is the saved state, bit for bit.
+    for ((name, got), (_, want)) in moved.values().unwrap().iter().zip(&saved.tensors) {
+        assert_eq!(got, want, "{name} after moving to mesh {{2, 4}}");
     }
+    // A detour through another mesh leaves the run as it was: saved again from
+    // {2, 4}'s shards and restored on {8, 1}, it goes on exactly as the run
+    // that never left (optimizer step count, data position and all).
+    let mut back = again_on_8x1();
+    back.restore(&moved.snapshot().unwrap().to_checkpoint()).unwrap();
+    let mut resumed = again_on_8x1();
+    resumed.restore(&saved).unwrap();
+
+    for step in 3..=4 {
+        let want = first.train_step().unwrap().loss;
+        let (after_detour, after_resume) = (back.train_step().unwrap().loss, resumed.train_step().unwrap().loss);
+        assert_eq!(after_detour.to_bits(), want.to_bits(), "step {step} after the detour through {{2, 4}}");
+        assert_eq!(after_resume.to_bits(), want.to_bits(), "step {step} after resuming on {{8, 1}}");
+        // {2, 4} sums the batch and the split contractions in another order:
+        // the same updates, not the same bits.
+        assert_close(&[moved.train_step().unwrap().loss], &[want], 1e-5, &format!("step {step} on mesh {{2, 4}} after the move"));
+    }
+    assert_bit_identical(&back, &first, "after the detour through {2, 4}");
+    assert_bit_identical(&resumed, &first, "after resuming on {8, 1}");
+    assert_same_values(&moved, &first, 1e-5, "two steps on {2, 4} after the move");
+
     // And onto plain data parallelism.
     let mut plain = trainer(tiny("adamw", &[]));
     plain.restore(&saved).unwrap();

@@ -3,7 +3,8 @@
 //! bit-identical to a run that never stopped and only ever resume from a
 //! committed step; SIGTERM commits a checkpoint and exits with status 75; a run
 //! directory on the loopback GCS fake survives injected faults and an outage;
-//! retention and config changes behave as configured.
+//! retention and config changes behave as configured; a run stopped on one
+//! device mesh resumes on another.
 
 mod support;
 
@@ -259,6 +260,46 @@ fn sigterm_commits_a_checkpoint_and_exits_75_then_the_rerun_resumes_from_it() {
     let log = run_to_end(train_command(&url, &sets));
     assert_eq!(resumed_from(&log), Some(stopped));
     assert_matches_reference(&run);
+}
+
+#[test]
+fn a_run_stopped_on_one_mesh_resumes_on_another() {
+    // 63 image codes: the image embedding's and lm_head's 64 rows split over a
+    // model axis of 2. Ten steps, saved after each.
+    let on = |mesh: &'static str| with_model(&["model.image_vocab_size=63", "train.steps=10", "checkpoint.every_steps=1", "checkpoint.keep_last=100", mesh]);
+    let (data_axis, model_axis) = ("train.mesh={data: 2, model: 1}", "train.mesh={data: 1, model: 2}");
+    let reference_url = scratch("mesh-reference");
+    run_to_end(train_command(&reference_url, &on(data_axis)));
+    let reference = local(&reference_url);
+
+    let url = scratch("mesh-move");
+    let run = local(&url);
+    let mut process = TrainProcess::spawn(train_command(&url, &on(data_axis)));
+    process.wait_for_line("progress step=4 ", PROCESS_TIMEOUT).expect("training reaches step 4");
+    process.terminate();
+    let (status, log) = process.finish(PROCESS_TIMEOUT);
+    assert_eq!(status.code(), Some(EXIT_PREEMPTED), "log:\n{}", log.join("\n"));
+    let stopped = StepDirs::of(&run).newest_committed().expect("the stop committed a checkpoint");
+    assert!((4..10).contains(&stopped), "stopped at step {stopped}");
+    let (at_stop, want) = (load(&run, stopped), load(&reference, stopped));
+    for ((name, got), (_, want)) in at_stop.tensors.iter().zip(&want.tensors) {
+        assert!(got == want, "up to the stop the run is the reference's, bit for bit: '{name}' differs at step {stopped}");
+    }
+
+    let log = run_to_end(train_command(&url, &on(model_axis)));
+    assert_eq!(resumed_from(&log), Some(stopped));
+    let change = log.iter().find(|l| l.contains("resuming with config changes")).unwrap_or_else(|| panic!("no change logged:\n{}", log.join("\n")));
+    assert!(change.contains("train.mesh"), "{change}");
+    // The steps after the move split the contractions over the model axis,
+    // so they sum in another order: the same training, within float rounding.
+    let (moved, want) = (load(&run, 10), load(&reference, 10));
+    assert_eq!(moved.tensors.len(), want.tensors.len());
+    for ((name, got), (want_name, want)) in moved.tensors.iter().zip(&want.tensors) {
+        assert_eq!((name, &got.dtype, &got.shape), (want_name, &want.dtype, &want.shape), "the checkpoint's layout does not depend on the mesh");
+        let worst = got.to_f64_vec().iter().zip(want.to_f64_vec()).map(|(g, w)| (g - w).abs() / (1.0 + w.abs())).fold(0.0, f64::max);
+        assert!(worst <= 1e-5, "'{name}' after {} steps on the other mesh differs by {worst:e}", 10 - stopped);
+    }
+    assert_eq!((moved.meta.samples_seen, &moved.meta.data_position), (want.meta.samples_seen, &want.meta.data_position));
 }
 
 #[test]
