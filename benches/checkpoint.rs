@@ -3,7 +3,8 @@
 //!   cargo bench --profile dev --bench checkpoint            # `small` (~40 MB)
 //!   DALLE_BENCH_MINI=1 cargo bench --profile dev --bench checkpoint   # also `mini` (~1.75 GB)
 //!
-//! For each size and backend (local disk, the loopback GCS fake) it reports:
+//! For each size and backend (local disk, the loopback GCS fake, and the fake
+//! with each request held to 100 MB/s, as one connection to a cloud store is) it reports:
 //! the stall, split into the host copy of the tensors (what the trainer does
 //! after fetching them from the device; a memcpy of every byte) and the
 //! `save()` call itself (handing them to the writer thread); then save and
@@ -65,7 +66,7 @@ fn bench(size: &str, backend: &str, run: &Location, tensors: &[(String, HostTens
     drop(restored);
 
     println!(
-        "{size:<6} {backend:<9} {:>9.1} MB {:>3} file(s) | stall: host copy {:>8.1} ms + save() {:>7.3} ms | save {:>7.1} MB/s ({:.2} s) | restore {:>7.1} MB/s ({:.2} s)",
+        "{size:<6} {backend:<11} {:>9.1} MB {:>3} file(s) | stall: host copy {:>8.1} ms + save() {:>7.3} ms | save {:>7.1} MB/s ({:.2} s) | restore {:>7.1} MB/s ({:.2} s)",
         bytes as f64 / 1e6,
         report.files,
         copy_secs * 1e3,
@@ -88,6 +89,13 @@ fn run_size(size: &str, total: usize, piece: usize) {
     let fake = support::gcs_fake::GcsFake::start();
     let gcs = fake.open("bench", size, RetryPolicy::default());
     bench(size, "gcs-fake", &gcs, &tensors);
+
+    // A cloud store serves one connection far slower than a VM's network:
+    // every answer of this fake is held to 100 MB/s per request.
+    let capped = support::gcs_fake::GcsFake::start();
+    capped.inject(usize::MAX, support::gcs_fake::Fault::Bandwidth(100e6), None);
+    let gcs = capped.open("bench", size, RetryPolicy::default());
+    bench(size, "gcs-100MB/s", &gcs, &tensors);
 }
 
 fn main() {

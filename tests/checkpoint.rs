@@ -1,6 +1,6 @@
 //! Checkpoints end to end: round trips on local disk, memory and the GCS fake,
-//! commit semantics, corruption fallback, fault tolerance, retention, the
-//! compatibility check, and the stop signal's sources.
+//! commit semantics, corruption fallback, fault tolerance, ranged reads,
+//! retention, the compatibility check, and the stop signal's sources.
 
 mod support;
 
@@ -246,6 +246,64 @@ fn a_corrupt_committed_step_falls_back_to_the_previous_one() {
     fake.put_object("bucket", meta_key, meta);
     let err = manager.restore_latest().unwrap_err().to_string();
     assert!(err.contains("2 committed checkpoint(s) and none is usable") && err.contains("metadata.json has SHA-256"), "{err}");
+}
+
+/// [`checkpoint`] with two 5 KiB tensors, each a file of its own that a
+/// restore reads in 21 ranges of 256 bytes.
+fn with_big_tensors(step: u64, seed: u64) -> (Checkpoint, WriteOptions) {
+    let mut ckpt = checkpoint(step, seed);
+    let values: Vec<f64> = (0..1280).map(|i| (i as f64 * 0.37 + seed as f64).sin()).collect();
+    let big = HostTensor::from_f64(DType::F32, &[32, 40], &values).unwrap();
+    ckpt.tensors.push(("model.big.kernel".into(), big.clone()));
+    ckpt.tensors.push(("model.big.kernel/mu".into(), big));
+    (ckpt, WriteOptions { max_file_bytes: 4096, part_bytes: 256, retry: RetryPolicy::fast(2) })
+}
+
+#[test]
+fn a_restore_reads_its_files_in_ranges_several_at_a_time() {
+    let fake = GcsFake::start();
+    let run = fake.open("bucket", "runs/ranges", RetryPolicy::fast(2));
+    let (original, options) = with_big_tensors(40, 1);
+    let manager = CheckpointManager::open_with(&run, keep_all(), options).unwrap();
+    save_and_wait(&manager, original.clone());
+    fake.clear_log();
+    // Every read of the step waits, so requests overlap whenever the reader lets them.
+    fake.inject_for_key(1000, Fault::Delay(Duration::from_millis(20)), Some("GET"), "checkpoints/step_40/");
+    fake.take_peak_in_flight();
+    assert_eq!(manager.restore(40).unwrap(), original);
+    let peak = fake.take_peak_in_flight();
+    let manifest = manager.manifest(40).unwrap();
+    let big_file = &manifest.tensors.iter().find(|t| t.name == "model.big.kernel").unwrap().file;
+    let reads_of_big_file = fake.log().iter().filter(|l| l.method == "GET" && l.key.ends_with(big_file.as_str())).count();
+    assert_eq!(reads_of_big_file, 21, "a file of {} bytes is read in ranges of 256", manifest.files.iter().find(|f| &f.name == big_file).unwrap().bytes);
+    assert!((2..=8).contains(&peak), "{peak} requests at once: several, and never more than 8");
+}
+
+#[test]
+fn a_file_of_another_size_than_its_manifest_says_makes_the_step_corrupt() {
+    let fake = GcsFake::start();
+    let run = fake.open("bucket", "runs/sizes", RetryPolicy::fast(1));
+    let (good, options) = with_big_tensors(10, 1);
+    let manager = CheckpointManager::open_with(&run, keep_all(), options).unwrap();
+    save_and_wait(&manager, good.clone());
+    save_and_wait(&manager, with_big_tensors(20, 2).0);
+    let manifest = manager.manifest(20).unwrap();
+    let victim = manifest.files.iter().max_by_key(|f| f.bytes).unwrap();
+    let key = format!("runs/sizes/checkpoints/step_20/{}", victim.name);
+    let original = fake.object("bucket", &key).unwrap().data;
+    let size = original.len();
+    let edits: [(&str, Vec<u8>); 3] =
+        [("cut short", original[..size / 2].to_vec()), ("emptied", Vec::new()), ("grown", [original.as_slice(), b"x"].concat())];
+    for (what, data) in edits {
+        let now = data.len();
+        fake.put_object("bucket", &key, data);
+        let report = manager.restore_latest_report().unwrap();
+        assert_eq!(report.checkpoint.as_ref(), Some(&good), "{what}: falls back to step 10");
+        let reason = &report.skipped.first().unwrap_or_else(|| panic!("{what}: step 20 was not skipped")).reason;
+        assert!(reason.contains(&format!("{} has {now} bytes, the manifest says {size}", victim.name)), "{what}: {reason}");
+    }
+    fake.put_object("bucket", &key, original);
+    assert_eq!(manager.restore_latest().unwrap().unwrap().step, 20, "whole again, step 20 restores");
 }
 
 #[test]

@@ -166,7 +166,7 @@ impl CheckpointManager {
 
     /// Loads and verifies one committed step.
     pub fn restore(&self, step: u64) -> Result<Checkpoint, CheckpointError> {
-        storage::block_on(read::load_step(&self.shared.run, step, &self.shared.options.retry))
+        storage::block_on(read::load_step(&self.shared.run, step, &self.shared.options))
     }
 
     /// The newest committed step that verifies; corrupt ones are logged and skipped.

@@ -1,17 +1,19 @@
 //! Finding committed steps and loading them, checking every file against the manifest.
 
 use super::layout::{checkpoints_location, parse_step_dir, step_location, COMMIT_FILE, METADATA_FILE};
-use super::manifest::{sha256_hex, Manifest, FORMAT_VERSION};
+use super::manifest::{hex_digest, sha256_hex, FileEntry, Manifest, FORMAT_VERSION};
 use super::shards::decode_shard;
-use super::{Checkpoint, CheckpointError, CheckpointMeta};
+use super::{Checkpoint, CheckpointError, CheckpointMeta, WriteOptions};
 use crate::dtype::DType;
 use crate::storage::retry::retrying;
 use crate::storage::{Location, RetryPolicy};
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
 use std::sync::Arc;
 
 /// What the checkpoints directory holds.
@@ -83,6 +85,35 @@ async fn read_step_file(run: &Location, step: u64, name: &str, retry: &RetryPoli
     }
 }
 
+/// Reads `range` of a step's tensor file, checking the object's size against
+/// the manifest's (a size that differs makes the step corrupt).
+async fn read_range(dir: &Location, step: u64, run_url: &str, file: &FileEntry, range: Range<u64>, retry: &RetryPolicy) -> Result<Bytes, CheckpointError> {
+    let corrupt = |reason: String| CheckpointError::corrupt(run_url, step, reason);
+    let wrong_size = |size: u64| corrupt(format!("{} has {size} bytes, the manifest says {}", file.name, file.bytes));
+    let path = dir.child(&file.name);
+    let options = || if file.bytes == 0 { GetOptions::default() } else { GetOptions::default().with_range(Some(range.clone())) };
+    let what = format!("reading bytes {}..{} of {path}", range.start, range.end);
+    let got = retrying(retry, &what, || async {
+        let got = dir.store.get_opts(&path, options()).await?;
+        let size = got.meta.size;
+        Ok((size, got.bytes().await?))
+    })
+    .await;
+    match got {
+        Ok((size, _)) if size != file.bytes => Err(wrong_size(size)),
+        Ok((_, bytes)) if bytes.len() as u64 != range.end - range.start => {
+            Err(CheckpointError::store(&dir.url, what, object_store::Error::Generic { store: "checkpoint", source: format!("{} bytes came back", bytes.len()).into() }))
+        }
+        Ok((_, bytes)) => Ok(bytes),
+        Err(object_store::Error::NotFound { .. }) => Err(corrupt(format!("{} is missing", file.name))),
+        // A range past the end of a shorter object fails; say so by its size.
+        Err(e) => match dir.store.head(&path).await {
+            Ok(meta) if meta.size != file.bytes => Err(wrong_size(meta.size)),
+            _ => Err(CheckpointError::store(&dir.url, format!("reading {}", file.name), e)),
+        },
+    }
+}
+
 /// The manifest of a committed step, checked against the hash in `COMMIT`.
 pub(crate) async fn read_manifest(run: &Location, step: u64, retry: &RetryPolicy) -> Result<Manifest, CheckpointError> {
     let corrupt = |reason: String| CheckpointError::corrupt(&run.url, step, reason);
@@ -103,22 +134,58 @@ pub(crate) async fn read_manifest(run: &Location, step: u64, retry: &RetryPolicy
     Ok(manifest)
 }
 
+/// Range requests of a restore in flight at once, over all its files: one
+/// stream from a cloud store is far slower than the machine's network, and a
+/// failed request costs one range, not a whole file.
+const RANGES_IN_FLIGHT: usize = 8;
+
 /// Loads a committed step, verifying every file's size and SHA-256 and every
-/// tensor's dtype and shape against the manifest.
-pub(crate) async fn load_step(run: &Location, step: u64, retry: &RetryPolicy) -> Result<Checkpoint, CheckpointError> {
+/// tensor's dtype and shape against the manifest. Files are read in ranges of
+/// `opts.part_bytes`, [`RANGES_IN_FLIGHT`] at a time, and decoded in order as
+/// each one completes.
+pub(crate) async fn load_step(run: &Location, step: u64, opts: &WriteOptions) -> Result<Checkpoint, CheckpointError> {
     let corrupt = |reason: String| CheckpointError::corrupt(&run.url, step, reason);
-    let manifest = read_manifest(run, step, retry).await?;
-    let mut by_name: HashMap<String, (String, crate::host::HostTensor)> = HashMap::new();
-    for file in &manifest.files {
-        let bytes = read_step_file(run, step, &file.name, retry).await?;
-        if bytes.len() as u64 != file.bytes {
-            return Err(corrupt(format!("{} has {} bytes, the manifest says {}", file.name, bytes.len(), file.bytes)));
+    let manifest = read_manifest(run, step, &opts.retry).await?;
+    let dir = step_location(run, step);
+    let part = opts.part_bytes.max(1) as u64;
+    let mut ranges: Vec<(usize, Range<u64>)> = Vec::new();
+    for (index, file) in manifest.files.iter().enumerate() {
+        // An empty file is one request for all of it, so its size is still checked.
+        for start in (0..file.bytes.max(1)).step_by(part as usize) {
+            ranges.push((index, start..(start + part).min(file.bytes)));
         }
-        let sha = sha256_hex(&bytes);
+    }
+    let mut fetched = futures::stream::iter(ranges)
+        .map(|(index, range)| {
+            let (dir, file) = (&dir, &manifest.files[index]);
+            async move { Ok::<_, CheckpointError>((index, read_range(dir, step, &run.url, file, range, &opts.retry).await?)) }
+        })
+        .buffered(RANGES_IN_FLIGHT);
+    let mut by_name: HashMap<String, (String, crate::host::HostTensor)> = HashMap::new();
+    // The ranges come back in order, so the file being filled is always the
+    // one the next range belongs to. Its size was checked by its first range.
+    let mut filling: Option<(Vec<u8>, Sha256)> = None;
+    while let Some((index, bytes)) = fetched.try_next().await? {
+        let file = &manifest.files[index];
+        let whole = if filling.is_none() && bytes.len() as u64 == file.bytes {
+            // A file of one range is used as it came.
+            let sha = sha256_hex(&bytes);
+            (bytes, sha)
+        } else {
+            let (data, hasher) = filling.get_or_insert_with(|| (Vec::with_capacity(file.bytes as usize), Sha256::new()));
+            hasher.update(&bytes);
+            data.extend_from_slice(&bytes);
+            if (data.len() as u64) < file.bytes {
+                continue;
+            }
+            let (data, hasher) = filling.take().expect("a file being filled");
+            (Bytes::from(data), hex_digest(hasher.finalize()))
+        };
+        let (data, sha) = whole;
         if sha != file.sha256 {
             return Err(corrupt(format!("{} has SHA-256 {sha}, the manifest says {}", file.name, file.sha256)));
         }
-        for (name, tensor) in decode_shard(&bytes).map_err(|e| corrupt(format!("{}: {e}", file.name)))? {
+        for (name, tensor) in decode_shard(&data).map_err(|e| corrupt(format!("{}: {e}", file.name)))? {
             if by_name.insert(name.clone(), (file.name.clone(), tensor)).is_some() {
                 return Err(corrupt(format!("tensor '{name}' appears in more than one file")));
             }

@@ -22,7 +22,8 @@ pub struct WriteOptions {
     pub max_file_bytes: u64,
     /// Files larger than this are uploaded in parts of this size, a few at a
     /// time, so a failure costs one part rather than the whole file; the parts
-    /// in flight are all of a file the writer holds in memory.
+    /// in flight are all of a file the writer holds in memory. A restore reads
+    /// files back in ranges of this size.
     pub part_bytes: usize,
     /// Retries around each whole-object operation.
     pub retry: RetryPolicy,
@@ -64,7 +65,7 @@ pub(crate) async fn write_step(run: &Location, ckpt: &Snapshot, opts: &WriteOpti
     let store = &dir.store;
 
     if read::is_committed(run, step, &opts.retry).await? {
-        match read::load_step(run, step, &opts.retry).await {
+        match read::load_step(run, step, opts).await {
             Ok(_) => return Ok(WriteOutcome::AlreadyCommitted),
             Err(CheckpointError::Corrupt { reason, .. }) => {
                 tracing::warn!("checkpoint step {step} in '{}' is committed but unusable ({reason}); writing it again", run.url);

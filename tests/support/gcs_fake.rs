@@ -26,6 +26,9 @@ pub enum Fault {
     Drop,
     /// Wait this long, then serve the request normally.
     Delay(Duration),
+    /// Serve the request, then wait as long as its answer's body would take
+    /// at this many bytes per second: one connection's bandwidth cap.
+    Bandwidth(f64),
 }
 
 #[derive(Clone, Debug)]
@@ -74,6 +77,8 @@ struct State {
     arrivals: Vec<(String, String)>,
     /// Requests being handled (a `Delay` fault's among them).
     in_flight: usize,
+    /// The most requests handled at once since the start or the last reset.
+    peak_in_flight: usize,
     page_size: Option<usize>,
 }
 
@@ -185,6 +190,13 @@ impl GcsFake {
     }
 
     /// Multipart uploads started and neither completed nor aborted.
+    /// The most requests handled at once since the last call.
+    pub fn take_peak_in_flight(&self) -> usize {
+        let mut st = self.lock();
+        let now = st.in_flight;
+        std::mem::replace(&mut st.peak_in_flight, now)
+    }
+
     pub fn open_uploads(&self) -> usize {
         self.lock().uploads.len()
     }
@@ -209,6 +221,7 @@ fn handle(state: &Mutex<State>, req: &Request) -> Reply {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         st.arrivals.push((req.method.clone(), key.clone()));
         st.in_flight += 1;
+        st.peak_in_flight = st.peak_in_flight.max(st.in_flight);
         take_fault(&mut st, &req.method, &key)
     };
     let log = |status: u16| {
@@ -230,11 +243,14 @@ fn handle(state: &Mutex<State>, req: &Request) -> Reply {
             return Reply::Drop;
         }
         Some(Fault::Delay(d)) => std::thread::sleep(d),
-        None => {}
+        Some(Fault::Bandwidth(_)) | None => {}
     }
     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
     let response = route(&mut st, req, &bucket, &key);
     drop(st);
+    if let Some(Fault::Bandwidth(bytes_per_sec)) = fault {
+        std::thread::sleep(Duration::from_secs_f64(response.body.len() as f64 / bytes_per_sec));
+    }
     log(response.status);
     Reply::Send(response)
 }
