@@ -154,6 +154,31 @@ fn whole_object_retry_wrapper_retries_only_transient_errors() {
     }));
     assert!(matches!(missing, Err(object_store::Error::NotFound { .. })));
     assert_eq!(calls, 1, "a missing object is not retried");
+
+    // Nor is a range past an object's end, on any store.
+    let fake = GcsFake::start();
+    let dir = std::env::temp_dir().join(format!("range-retry-{}", std::process::id()));
+    let stores = [fake.open("bucket", "ranges", RetryPolicy::fast(1)), storage::open(dir.to_str().unwrap()).unwrap(), store];
+    for location in &stores {
+        let short = location.child("short");
+        block_on(location.store.put(&short, payload("abc"))).unwrap();
+        for range in [10..20u64, 0..10] {
+            let mut calls = 0;
+            let past_the_end = block_on(storage::retry::retrying(&policy, "test op", || {
+                calls += 1;
+                location.store.get_opts(&short, object_store::GetOptions::default().with_range(Some(range.clone())))
+            }));
+            let start = range.start;
+            if start == 0 {
+                // Begun inside the object, it is answered with what there is.
+                assert_eq!(past_the_end.map(|r| r.meta.size).ok(), Some(3), "{}", location.url);
+            } else {
+                assert!(past_the_end.is_err(), "{}", location.url);
+                assert_eq!(calls, 1, "a range past the end of an object in {} is not retried", location.url);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -93,17 +93,20 @@ async fn read_range(dir: &Location, step: u64, run_url: &str, file: &FileEntry, 
     let path = dir.child(&file.name);
     let options = || if file.bytes == 0 { GetOptions::default() } else { GetOptions::default().with_range(Some(range.clone())) };
     let what = format!("reading bytes {}..{} of {path}", range.start, range.end);
+    let expected = range.end - range.start;
     let got = retrying(retry, &what, || async {
         let got = dir.store.get_opts(&path, options()).await?;
         let size = got.meta.size;
-        Ok((size, got.bytes().await?))
+        let bytes = got.bytes().await?;
+        if size == file.bytes && bytes.len() as u64 != expected {
+            // A short answer from an object of the right size: try again.
+            return Err(object_store::Error::Generic { store: "checkpoint", source: format!("{} of {expected} bytes came back", bytes.len()).into() });
+        }
+        Ok((size, bytes))
     })
     .await;
     match got {
         Ok((size, _)) if size != file.bytes => Err(wrong_size(size)),
-        Ok((_, bytes)) if bytes.len() as u64 != range.end - range.start => {
-            Err(CheckpointError::store(&dir.url, what, object_store::Error::Generic { store: "checkpoint", source: format!("{} bytes came back", bytes.len()).into() }))
-        }
         Ok((_, bytes)) => Ok(bytes),
         Err(object_store::Error::NotFound { .. }) => Err(corrupt(format!("{} is missing", file.name))),
         // A range past the end of a shorter object fails; say so by its size.
@@ -167,7 +170,7 @@ pub(crate) async fn load_step(run: &Location, step: u64, opts: &WriteOptions) ->
     let mut filling: Option<(Vec<u8>, Sha256)> = None;
     while let Some((index, bytes)) = fetched.try_next().await? {
         let file = &manifest.files[index];
-        let whole = if filling.is_none() && bytes.len() as u64 == file.bytes {
+        let (data, sha) = if filling.is_none() && bytes.len() as u64 == file.bytes {
             // A file of one range is used as it came.
             let sha = sha256_hex(&bytes);
             (bytes, sha)
@@ -181,7 +184,6 @@ pub(crate) async fn load_step(run: &Location, step: u64, opts: &WriteOptions) ->
             let (data, hasher) = filling.take().expect("a file being filled");
             (Bytes::from(data), hex_digest(hasher.finalize()))
         };
-        let (data, sha) = whole;
         if sha != file.sha256 {
             return Err(corrupt(format!("{} has SHA-256 {sha}, the manifest says {}", file.name, file.sha256)));
         }

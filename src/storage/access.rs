@@ -74,6 +74,13 @@ pub fn classify(error: &object_store::Error) -> Problem {
     Problem::Other
 }
 
+/// Whether `error` says a byte range lies outside the object (HTTP 416 or a
+/// local store's equivalent): asking again gives the same answer.
+pub fn is_unsatisfiable_range(error: &object_store::Error) -> bool {
+    let text = chain_text(error);
+    ["status: 416", "416 range", "invalidrange", "range was invalid", "invalid range", "not satisfiable", "cannot be satisfied"].iter().any(|n| text.contains(n))
+}
+
 /// What to do about `error` on the store `url` names; empty when there is
 /// nothing more to say than the error itself.
 pub fn explain(url: &str, error: &object_store::Error) -> String {

@@ -12,11 +12,13 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// Whether an error may go away by trying again. Answers that are about the
-/// object (missing, already there, precondition failed) or about the caller
-/// (permissions, bad path, unsupported) will not.
+/// object (missing, already there, precondition failed, a range past its end)
+/// or about the caller (permissions, bad path, unsupported) will not.
 pub fn is_transient(error: &object_store::Error) -> bool {
     use object_store::Error as E;
-    matches!(error, E::Generic { .. } | E::JoinError { .. }) && super::access::classify(error) == super::access::Problem::Other
+    matches!(error, E::Generic { .. } | E::JoinError { .. })
+        && super::access::classify(error) == super::access::Problem::Other
+        && !super::access::is_unsatisfiable_range(error)
 }
 
 /// How long a retry loop may go on once a stop was requested: enough to
