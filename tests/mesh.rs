@@ -120,6 +120,40 @@ fn a_checkpoint_moves_between_meshes() {
 }
 
 #[test]
+fn adafactor_and_shampoo_state_moves_between_meshes_bit_for_bit() {
+    // Shampoo as in `shampoo_state_shards_like_any_state`: after 4 steps its
+    // statistics, preconditioners and grafting state are all in use.
+    let shampoo = ["model.encoder_layers=1", "model.decoder_layers=1", "optimizer.block_size=16", "optimizer.start_preconditioning_step=2", "optimizer.preconditioning_compute_steps=2"];
+    for (optimizer, extra) in [("adafactor", &[][..]), ("shampoo", &shampoo[..])] {
+        let on = |data, model| {
+            let m = mesh(data, model);
+            tiny(optimizer, &extra.iter().copied().chain([m.as_str()]).collect::<Vec<_>>())
+        };
+        let mut first = trainer(on(4, 2));
+        for _ in 0..4 {
+            first.train_step().unwrap();
+        }
+        let saved = first.snapshot().unwrap().to_checkpoint();
+        let mut moved = trainer(on(2, 4));
+        moved.restore(&saved).unwrap();
+        for ((name, got), (_, want)) in moved.values().unwrap().iter().zip(&saved.tensors) {
+            assert!(got == want, "{optimizer}: {name} after moving from {{4, 2}} to {{2, 4}}");
+        }
+        let mut back = Trainer::with_programs(&client(), on(4, 2), Some(first.programs())).unwrap();
+        back.restore(&moved.snapshot().unwrap().to_checkpoint()).unwrap();
+        // Steps 5 and 6 refresh the preconditioners from the moved statistics.
+        for step in 5..=6 {
+            let (want, got) = (first.train_step().unwrap().loss, back.train_step().unwrap().loss);
+            assert_eq!(got.to_bits(), want.to_bits(), "{optimizer}: step {step} after the detour through {{2, 4}}");
+        }
+        assert_bit_identical(&back, &first, &format!("{optimizer} after the detour through {{2, 4}}"));
+        let mut plain = trainer(tiny(optimizer, extra));
+        plain.restore(&saved).unwrap();
+        assert!(plain.values().unwrap() == saved.tensors, "{optimizer}: restored without a mesh");
+    }
+}
+
+#[test]
 fn meshes_that_cannot_work_are_refused_by_name() {
     let e = Trainer::new(&client(), tiny("adamw", &[&mesh(4, 1)])).err().expect("4 x 1 on 8 devices").to_string();
     assert!(e.contains("train.mesh") && e.contains("multiply to the device count"), "{e}");
