@@ -1,6 +1,7 @@
 //! Whether a saved checkpoint fits the model a new config builds, and what changed.
 
-use super::{Checkpoint, CheckpointError};
+use super::{Checkpoint, CheckpointError, Manifest};
+use crate::DType;
 use crate::graph::TensorType;
 use std::collections::{BTreeMap, HashMap};
 
@@ -8,31 +9,48 @@ use std::collections::{BTreeMap, HashMap};
 /// the message names the first tensor that differs (in the model's order) and
 /// both its saved and expected dtype and shape.
 pub fn check_compatible(saved: &Checkpoint, expected: &[(String, TensorType)]) -> Result<(), CheckpointError> {
-    let saved_by_name: HashMap<&str, _> = saved.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let saved_types: Vec<(&str, DType, &[i64])> = saved.tensors.iter().map(|(n, t)| (n.as_str(), t.dtype, t.shape.as_slice())).collect();
+    check_types(saved.step, &saved_types, expected)
+}
+
+/// [`check_compatible`] from a step's manifest, before its tensors are read
+/// (`run` names the run directory in the error for an unreadable manifest).
+pub fn check_manifest_compatible(run: &str, manifest: &Manifest, expected: &[(String, TensorType)]) -> Result<(), CheckpointError> {
+    let mut saved_types = Vec::with_capacity(manifest.tensors.len());
+    for entry in &manifest.tensors {
+        let dtype = DType::parse(&entry.dtype).ok_or_else(|| {
+            CheckpointError::corrupt(run, manifest.step, format!("tensor '{}' has unknown dtype '{}'", entry.name, entry.dtype))
+        })?;
+        saved_types.push((entry.name.as_str(), dtype, entry.shape.as_slice()));
+    }
+    check_types(manifest.step, &saved_types, expected)
+}
+
+fn check_types(step: u64, saved: &[(&str, DType, &[i64])], expected: &[(String, TensorType)]) -> Result<(), CheckpointError> {
+    let saved_by_name: HashMap<&str, (DType, &[i64])> = saved.iter().map(|&(n, d, s)| (n, (d, s))).collect();
     for (name, want) in expected {
         match saved_by_name.get(name.as_str()) {
             None => {
                 return Err(CheckpointError::Incompatible(format!(
-                    "the model has tensor '{name}' ({} {:?}) but checkpoint step {} does not",
-                    want.dtype, want.shape, saved.step
+                    "the model has tensor '{name}' ({} {:?}) but checkpoint step {step} does not",
+                    want.dtype, want.shape
                 )))
             }
-            Some(t) if t.dtype != want.dtype || t.shape != want.shape => {
+            Some(&(dtype, shape)) if dtype != want.dtype || shape != want.shape.as_slice() => {
                 return Err(CheckpointError::Incompatible(format!(
-                    "tensor '{name}' is {} {:?} in checkpoint step {} but the model expects {} {:?} \
+                    "tensor '{name}' is {dtype} {shape:?} in checkpoint step {step} but the model expects {} {:?} \
                      (a config change that alters shapes cannot resume this run)",
-                    t.dtype, t.shape, saved.step, want.dtype, want.shape
+                    want.dtype, want.shape
                 )))
             }
             Some(_) => {}
         }
     }
-    if expected.len() != saved.tensors.len() {
+    if expected.len() != saved.len() {
         let wanted: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-        if let Some((extra, t)) = saved.tensors.iter().find(|(n, _)| !wanted.contains(n.as_str())) {
+        if let Some((extra, dtype, shape)) = saved.iter().find(|(n, _, _)| !wanted.contains(n)) {
             return Err(CheckpointError::Incompatible(format!(
-                "checkpoint step {} has tensor '{extra}' ({} {:?}) that the model does not (a different model or optimizer?)",
-                saved.step, t.dtype, t.shape
+                "checkpoint step {step} has tensor '{extra}' ({dtype} {shape:?}) that the model does not (a different model or optimizer?)"
             )));
         }
     }

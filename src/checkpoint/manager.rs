@@ -11,7 +11,7 @@ use super::read::{self, StepListing};
 use super::retention::{self, RetentionPolicy};
 use super::shards::validate_tensors;
 use super::write::{self, WriteOptions, WriteOutcome};
-use super::{Checkpoint, CheckpointError, Manifest, Snapshot};
+use super::{Checkpoint, CheckpointError, Manifest, Snapshot, TensorStream};
 use crate::storage::{self, Location};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -169,6 +169,12 @@ impl CheckpointManager {
         storage::block_on(read::load_step(&self.shared.run, step, &self.shared.options))
     }
 
+    /// The tensors of the committed step `manifest` describes, one at a time
+    /// as their files are read and verified (see [`TensorStream`]).
+    pub fn stream(&self, manifest: &Manifest) -> TensorStream {
+        TensorStream::start(&self.shared.run, manifest, &self.shared.options)
+    }
+
     /// The newest committed step that verifies; corrupt ones are logged and skipped.
     pub fn restore_latest(&self) -> Result<Option<Checkpoint>, CheckpointError> {
         Ok(self.restore_latest_report()?.checkpoint)
@@ -180,11 +186,25 @@ impl CheckpointManager {
     /// over would silently throw the run away.
     pub fn restore_latest_report(&self) -> Result<RestoreReport, CheckpointError> {
         let run = &self.shared.run;
+        let (checkpoint, skipped) = self.restore_latest_with(|_, manifest| storage::block_on(read::load_step_with(run, manifest, &self.shared.options)))?;
+        Ok(RestoreReport { checkpoint, skipped })
+    }
+
+    /// Tries `load(step, manifest)` on the committed steps from the newest
+    /// until one succeeds, with the fallback rules of
+    /// [`Self::restore_latest_report`]: a step whose manifest or `load` is
+    /// [`CheckpointError::Corrupt`] is logged and skipped, any other error
+    /// ends the search. `load` reads the step itself (a whole
+    /// [`Checkpoint`], or a [`TensorStream`] into a model), so a step found
+    /// corrupt halfway is followed by the previous one loaded whole again.
+    pub fn restore_latest_with<T>(&self, mut load: impl FnMut(u64, &Manifest) -> Result<T, CheckpointError>) -> Result<(Option<T>, Vec<SkippedStep>), CheckpointError> {
+        let run = &self.shared.run;
         let committed = self.listing()?.committed;
         let mut skipped = Vec::new();
         for &step in committed.iter().rev() {
-            match self.restore(step) {
-                Ok(checkpoint) => return Ok(RestoreReport { checkpoint: Some(checkpoint), skipped }),
+            let loaded = self.manifest(step).and_then(|manifest| load(step, &manifest));
+            match loaded {
+                Ok(value) => return Ok((Some(value), skipped)),
                 Err(CheckpointError::Corrupt { reason, .. }) => {
                     tracing::error!("checkpoint step {step} in '{}' is unusable, trying the previous one: {reason}", run.url);
                     skipped.push(SkippedStep { step, reason });
@@ -193,7 +213,7 @@ impl CheckpointManager {
             }
         }
         if skipped.is_empty() {
-            return Ok(RestoreReport { checkpoint: None, skipped });
+            return Ok((None, skipped));
         }
         let reasons: Vec<String> = skipped.iter().map(|s| format!("step {}: {}", s.step, s.reason)).collect();
         Err(CheckpointError::Invalid(format!(

@@ -28,18 +28,21 @@ mod read;
 mod retention;
 mod schedule;
 mod shards;
+mod stream;
 mod write;
 
-pub use compat::{changed_config_keys, check_compatible};
+pub use compat::{changed_config_keys, check_compatible, check_manifest_compatible};
 pub use config::CheckpointConfig;
 pub use error::CheckpointError;
 pub use layout::{step_dir_name, CHECKPOINTS_DIR, COMMIT_FILE, METADATA_FILE};
 pub use manager::{CheckpointManager, RestoreReport, SaveReport, SkippedStep};
 pub use manifest::{code_version, FileEntry, Manifest, TensorEntry, FORMAT_VERSION};
+pub(crate) use read::meta_of;
 pub use metadata_watcher::{MetadataWatcher, MetadataWatcherConfig};
 pub use preemption::{StopReason, StopSignal, EXIT_PREEMPTED};
 pub use retention::RetentionPolicy;
 pub use schedule::SaveSchedule;
+pub use stream::TensorStream;
 pub use write::WriteOptions;
 
 use crate::host::{BlockedTensor, HostTensor};

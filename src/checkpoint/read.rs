@@ -1,7 +1,7 @@
 //! Finding committed steps and loading them, checking every file against the manifest.
 
 use super::layout::{checkpoints_location, parse_step_dir, step_location, COMMIT_FILE, METADATA_FILE};
-use super::manifest::{hex_digest, sha256_hex, FileEntry, Manifest, FORMAT_VERSION};
+use super::manifest::{hex_digest, sha256_hex, FileEntry, Manifest, TensorEntry, FORMAT_VERSION};
 use super::shards::decode_shard;
 use super::{Checkpoint, CheckpointError, CheckpointMeta, WriteOptions};
 use crate::dtype::DType;
@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -143,12 +143,50 @@ pub(crate) async fn read_manifest(run: &Location, step: u64, retry: &RetryPolicy
 const RANGES_IN_FLIGHT: usize = 8;
 
 /// Loads a committed step, verifying every file's size and SHA-256 and every
-/// tensor's dtype and shape against the manifest. Files are read in ranges of
-/// `opts.part_bytes`, [`RANGES_IN_FLIGHT`] at a time, and decoded in order as
-/// each one completes.
+/// tensor's dtype and shape against the manifest.
 pub(crate) async fn load_step(run: &Location, step: u64, opts: &WriteOptions) -> Result<Checkpoint, CheckpointError> {
+    load_step_with(run, &read_manifest(run, step, &opts.retry).await?, opts).await
+}
+
+/// [`load_step`] of the step whose `manifest` was read.
+pub(crate) async fn load_step_with(run: &Location, manifest: &Manifest, opts: &WriteOptions) -> Result<Checkpoint, CheckpointError> {
+    let mut by_name: HashMap<String, crate::host::HostTensor> = HashMap::with_capacity(manifest.tensors.len());
+    stream_step(run, manifest, opts, &mut |name, tensor| {
+        by_name.insert(name, tensor);
+        Ok(())
+    })
+    .await?;
+    let tensors = manifest.tensors.iter().map(|e| (e.name.clone(), by_name.remove(&e.name).expect("every tensor was checked present"))).collect();
+    Ok(Checkpoint { step: manifest.step, tensors, meta: meta_of(manifest) })
+}
+
+/// The run state a manifest records besides its tensors.
+pub(crate) fn meta_of(manifest: &Manifest) -> CheckpointMeta {
+    CheckpointMeta {
+        samples_seen: manifest.samples_seen,
+        data_position: manifest.data_position.clone(),
+        rng: manifest.rng.clone(),
+        config_yaml: manifest.config_yaml.clone(),
+        wall_secs: manifest.wall_secs,
+    }
+}
+
+/// Reads the tensors of the committed step `manifest` describes and hands
+/// each to `put` as soon as the file holding it is verified: its size and
+/// SHA-256, and the tensor's name, dtype and shape, against the manifest.
+/// Files are read in ranges of `opts.part_bytes`, [`RANGES_IN_FLIGHT`] at a
+/// time over all files, and decoded in order as each one completes, so the
+/// host holds one file and the ranges in flight, not the whole step. A later
+/// file can still fail: what `put` took belongs to a usable step only once
+/// this returns `Ok`, having handed over every tensor exactly once.
+pub(crate) async fn stream_step(
+    run: &Location,
+    manifest: &Manifest,
+    opts: &WriteOptions,
+    put: &mut (dyn FnMut(String, crate::host::HostTensor) -> Result<(), CheckpointError> + Send),
+) -> Result<(), CheckpointError> {
+    let step = manifest.step;
     let corrupt = |reason: String| CheckpointError::corrupt(&run.url, step, reason);
-    let manifest = read_manifest(run, step, &opts.retry).await?;
     let dir = step_location(run, step);
     let part = opts.part_bytes.max(1) as u64;
     let mut ranges: Vec<(usize, Range<u64>)> = Vec::new();
@@ -164,7 +202,8 @@ pub(crate) async fn load_step(run: &Location, step: u64, opts: &WriteOptions) ->
             async move { Ok::<_, CheckpointError>((index, read_range(dir, step, &run.url, file, range, &opts.retry).await?)) }
         })
         .buffered(RANGES_IN_FLIGHT);
-    let mut by_name: HashMap<String, (String, crate::host::HostTensor)> = HashMap::new();
+    let entries: HashMap<&str, &TensorEntry> = manifest.tensors.iter().map(|e| (e.name.as_str(), e)).collect();
+    let mut handed_over: HashSet<String> = HashSet::with_capacity(entries.len());
     // The ranges come back in order, so the file being filled is always the
     // one the next range belongs to. Its size was checked by its first range.
     let mut filling: Option<(Vec<u8>, Sha256)> = None;
@@ -187,35 +226,25 @@ pub(crate) async fn load_step(run: &Location, step: u64, opts: &WriteOptions) ->
         if sha != file.sha256 {
             return Err(corrupt(format!("{} has SHA-256 {sha}, the manifest says {}", file.name, file.sha256)));
         }
-        for (name, tensor) in decode_shard(&data).map_err(|e| corrupt(format!("{}: {e}", file.name)))? {
-            if by_name.insert(name.clone(), (file.name.clone(), tensor)).is_some() {
+        let tensors = decode_shard(&data).map_err(|e| corrupt(format!("{}: {e}", file.name)))?;
+        drop(data);
+        for (name, tensor) in tensors {
+            let entry = entries.get(name.as_str()).ok_or_else(|| corrupt(format!("tensor '{name}' is in a file but not in the manifest")))?;
+            let dtype = DType::parse(&entry.dtype).ok_or_else(|| corrupt(format!("tensor '{name}' has unknown dtype '{}'", entry.dtype)))?;
+            if file.name != entry.file || tensor.dtype != dtype || tensor.shape != entry.shape {
+                return Err(corrupt(format!(
+                    "tensor '{name}' is {} {:?} in {}, the manifest says {} {:?} in {}",
+                    tensor.dtype, tensor.shape, file.name, entry.dtype, entry.shape, entry.file
+                )));
+            }
+            if !handed_over.insert(name.clone()) {
                 return Err(corrupt(format!("tensor '{name}' appears in more than one file")));
             }
+            put(name, tensor)?;
         }
     }
-    let mut tensors = Vec::with_capacity(manifest.tensors.len());
-    for entry in &manifest.tensors {
-        let (file, tensor) = by_name
-            .remove(&entry.name)
-            .ok_or_else(|| corrupt(format!("tensor '{}' listed in the manifest is in no file", entry.name)))?;
-        let dtype = DType::parse(&entry.dtype).ok_or_else(|| corrupt(format!("tensor '{}' has unknown dtype '{}'", entry.name, entry.dtype)))?;
-        if file != entry.file || tensor.dtype != dtype || tensor.shape != entry.shape {
-            return Err(corrupt(format!(
-                "tensor '{}' is {} {:?} in {file}, the manifest says {} {:?} in {}",
-                entry.name, tensor.dtype, tensor.shape, entry.dtype, entry.shape, entry.file
-            )));
-        }
-        tensors.push((entry.name.clone(), tensor));
+    if let Some(missing) = manifest.tensors.iter().find(|e| !handed_over.contains(&e.name)) {
+        return Err(corrupt(format!("tensor '{}' listed in the manifest is in no file", missing.name)));
     }
-    if let Some(extra) = by_name.keys().next() {
-        return Err(corrupt(format!("tensor '{extra}' is in a file but not in the manifest")));
-    }
-    let meta = CheckpointMeta {
-        samples_seen: manifest.samples_seen,
-        data_position: manifest.data_position,
-        rng: manifest.rng,
-        config_yaml: manifest.config_yaml,
-        wall_secs: manifest.wall_secs,
-    };
-    Ok(Checkpoint { step, tensors, meta })
+    Ok(())
 }

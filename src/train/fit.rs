@@ -4,6 +4,7 @@
 
 use super::config::LoopConfig;
 use super::metrics::StepMetrics;
+use super::restore::{RestoreSink, WholeCheckpoint};
 use super::run_dir::RunDir;
 use crate::checkpoint::{Checkpoint, CheckpointConfig, Snapshot, StopReason, StopSignal};
 use crate::error::{Error, Result};
@@ -44,6 +45,12 @@ pub trait Trainable {
     fn snapshot(&self) -> Result<Snapshot>;
     /// Continues from a checkpoint (its tensors were checked against [`Self::tensor_types`]).
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()>;
+    /// Continues from a checkpoint whose tensors arrive one at a time (see
+    /// [`RestoreSink`]); by default they are gathered and passed to
+    /// [`Self::restore`].
+    fn restore_sink(&mut self) -> Box<dyn RestoreSink + '_> {
+        Box::new(WholeCheckpoint { model: self, tensors: Vec::new() })
+    }
     /// Names and types of the tensors a checkpoint of this model holds.
     fn tensor_types(&self) -> Vec<(String, TensorType)>;
     /// The model and its size for log lines, e.g. "a 1.20M-parameter CLIP".

@@ -7,6 +7,7 @@ mod fit;
 mod layout;
 pub mod mesh;
 mod metrics;
+mod restore;
 mod run_dir;
 
 pub use config::{LoopConfig, TrainSections};
@@ -14,4 +15,5 @@ pub use mesh::{Axis, Mesh, Placement};
 pub use fit::{describe_model, fit, FitOptions, Outcome, StepRecord, Trainable};
 pub use layout::{update_scalars, NetLayout};
 pub use metrics::{MetricsLog, StepMetrics, LOSS_PLOT_FILE, METRICS_FILE};
+pub use restore::{RestoreSink, WholeCheckpoint};
 pub use run_dir::{RunDir, CONFIG_FILE};

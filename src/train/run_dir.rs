@@ -10,7 +10,10 @@
 
 use super::metrics::MetricsLog;
 use super::Trainable;
-use crate::checkpoint::{changed_config_keys, check_compatible, CheckpointConfig, CheckpointManager, Checkpoint};
+use crate::checkpoint::{
+    changed_config_keys, check_compatible, check_manifest_compatible, meta_of, Checkpoint, CheckpointConfig, CheckpointError, CheckpointManager, CheckpointMeta,
+    SkippedStep,
+};
 use crate::error::{Error, Result};
 use crate::graph::TensorType;
 use crate::storage::{self, Lease, Location, StorageOptions};
@@ -41,8 +44,9 @@ impl RunDir {
 
     /// Opens the run at `url` for `model` with the writer lease taken by
     /// [`Self::lease`], and restores the run's newest checkpoint into it, if
-    /// any. The checkpoint's host copy is freed before this returns, so
-    /// training does not hold it beside the devices' state.
+    /// any. The checkpoint's tensors stream into the model as their files are
+    /// read and verified ([`Trainable::restore_sink`]), so a model that
+    /// uploads them as they come never holds the whole checkpoint on the host.
     pub fn resume(
         model: &mut dyn Trainable,
         url: &str,
@@ -51,11 +55,21 @@ impl RunDir {
         checkpoint: &CheckpointConfig,
         lease: Lease,
     ) -> Result<RunDir> {
-        let (run, restored) = Self::open_leased(url, storage, config_yaml, checkpoint, &model.tensor_types(), lease)?;
-        if let Some(restored) = restored {
-            model.restore(&restored)?;
-        }
-        Ok(run)
+        let (location, checkpoints) = Self::open_checkpoints(url, storage, checkpoint)?;
+        let expected = model.tensor_types();
+        let restored = checkpoints.restore_latest_with(|step, manifest| {
+            check_manifest_compatible(&location.url, manifest, &expected)?;
+            let mut sink = model.restore_sink();
+            for tensor in checkpoints.stream(manifest) {
+                let (name, tensor) = tensor?;
+                sink.put(&name, &tensor).map_err(|e| CheckpointError::Invalid(format!("restoring '{name}' of checkpoint step {step}: {e}")))?;
+            }
+            let meta = meta_of(manifest);
+            sink.finish(step, &meta).map_err(|e| CheckpointError::Invalid(format!("restoring checkpoint step {step}: {e}")))?;
+            Ok((step, meta))
+        });
+        let (restored, skipped) = restored.map_err(|e| cannot_resume(&location, e))?;
+        Self::finish_open(location, checkpoints, config_yaml, restored, skipped, lease)
     }
 
     /// Checks that the store of `url` can be used (credentials, endpoint) and
@@ -79,31 +93,60 @@ impl RunDir {
         expected: &[(String, TensorType)],
         lease: Lease,
     ) -> Result<(RunDir, Option<Checkpoint>)> {
+        let (location, checkpoints) = Self::open_checkpoints(url, storage, checkpoint)?;
+        let report = checkpoints.restore_latest_report()?;
+        if let Some(ckpt) = &report.checkpoint {
+            check_compatible(ckpt, expected).map_err(|e| cannot_resume(&location, e))?;
+        }
+        let restored = report.checkpoint.as_ref().map(|c| (c.step, c.meta.clone()));
+        let run = Self::finish_open(location, checkpoints, config_yaml, restored, report.skipped, lease)?;
+        Ok((run, report.checkpoint))
+    }
+
+    fn open_checkpoints(url: &str, storage: &StorageOptions, checkpoint: &CheckpointConfig) -> Result<(Location, CheckpointManager)> {
         let location = storage::open_with(url, storage)?;
         let checkpoints = CheckpointManager::open_with(&location, checkpoint.retention(), checkpoint.write_options(storage.retry.clone()))?;
-        let report = checkpoints.restore_latest_report()?;
-        for skipped in &report.skipped {
+        Ok((location, checkpoints))
+    }
+
+    /// The run after its newest usable checkpoint (`restored`: its step and
+    /// run state) was restored, or none was found.
+    fn finish_open(
+        location: Location,
+        checkpoints: CheckpointManager,
+        config_yaml: &str,
+        restored: Option<(u64, CheckpointMeta)>,
+        skipped: Vec<SkippedStep>,
+        lease: Lease,
+    ) -> Result<RunDir> {
+        for skipped in &skipped {
             tracing::warn!("checkpoint of step {} in {} is damaged and was skipped: {}", skipped.step, location.url, skipped.reason);
         }
-        let restored = report.checkpoint;
-        if let Some(ckpt) = &restored {
-            check_compatible(ckpt, expected).map_err(|e| {
-                Error::Invalid(format!("the run {} cannot resume with this config: {e}. Use a new run directory for a different model", location.url))
-            })?;
-            match changed_config_keys(&ckpt.meta.config_yaml, config_yaml) {
+        if let Some((step, meta)) = &restored {
+            match changed_config_keys(&meta.config_yaml, config_yaml) {
                 Ok(keys) if !keys.is_empty() => tracing::info!("resuming with config changes (allowed, shapes unchanged): {}", keys.join(", ")),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("cannot compare the saved config with this one: {e}"),
             }
-            tracing::info!("resuming {} from step {}", location.url, ckpt.step);
+            tracing::info!("resuming {} from step {step}", location.url);
         } else {
             tracing::info!("starting a new run in {}", location.url);
         }
         location.put(CONFIG_FILE, config_yaml.as_bytes().to_vec())?;
-        let resume_step = restored.as_ref().map_or(0, |c| c.step);
+        let resume_step = restored.as_ref().map_or(0, |(step, _)| *step);
         let metrics = MetricsLog::open(&location, resume_step)?;
-        let earlier_wall_secs = restored.as_ref().map_or(0.0, |c| c.meta.wall_secs);
-        Ok((RunDir { location, checkpoints, metrics, config_yaml: config_yaml.to_string(), earlier_wall_secs, lease }, restored))
+        let earlier_wall_secs = restored.as_ref().map_or(0.0, |(_, meta)| meta.wall_secs);
+        Ok(RunDir { location, checkpoints, metrics, config_yaml: config_yaml.to_string(), earlier_wall_secs, lease })
+    }
+}
+
+/// A checkpoint that does not fit the model says which run to leave alone.
+fn cannot_resume(location: &Location, error: CheckpointError) -> Error {
+    match error {
+        CheckpointError::Incompatible(_) => {
+            Error::Invalid(format!("the run {} cannot resume with this config: {error}. Use a new run directory for a different model", location.url))
+        }
+        other => other.into(),
     }
 }
 

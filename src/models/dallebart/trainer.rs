@@ -2,9 +2,12 @@
 //! programs, the weights on every device and the data loaders. The loop that
 //! drives it (logging, evaluation, checkpoints) is [`crate::train::fit`].
 
-use super::steps::{accumulator_names, compile_step_programs, StepPrograms, StepSetup};
+mod state_upload;
+
+use super::steps::{compile_step_programs, StepPrograms, StepSetup};
+use state_upload::{StateUpload, StreamingRestore};
 use super::train_config::TrainConfig;
-use crate::train::{describe_model, update_scalars, NetLayout, StepRecord, Trainable};
+use crate::train::{describe_model, update_scalars, NetLayout, RestoreSink, StepRecord, Trainable};
 use crate::checkpoint::{Checkpoint, CheckpointMeta, Snapshot, StopSignal};
 use crate::data::{Batch, DataPosition, Dataset, Loader, LoaderSpec};
 use crate::error::{Error, Result};
@@ -218,35 +221,23 @@ impl Trainer {
         self.load_borrowed_values(&values.iter().collect::<Vec<_>>())
     }
 
-    /// [`load_values`](Self::load_values) from borrowed tensors, so that a
-    /// restore uploads straight from the checkpoint it read: the host holds
-    /// the checkpoint and one device's shards, not further copies of all of it.
+    /// [`load_values`](Self::load_values) from borrowed tensors.
     fn load_borrowed_values(&mut self, values: &[&HostTensor]) -> Result<()> {
-        let layout = &self.programs.layout;
-        layout.check(values, "DalleBart training state")?;
-        let mut zeros: Vec<HostTensor> = Vec::new();
-        if self.programs.accumulate.is_some() {
-            zeros.extend(layout.params.iter().map(|p| HostTensor::zeros(p.ty.dtype, &p.ty.shape)));
-            zeros.push(HostTensor::scalar(0f32));
+        self.programs.layout.check(values, "DalleBart training state")?;
+        let mut upload = StateUpload::new(self);
+        for (index, value) in values.iter().enumerate() {
+            upload.put(index, value)?;
         }
-        let all: Vec<&HostTensor> = values.iter().copied().chain(&zeros).collect();
-        let Some(mesh) = &self.programs.mesh else {
-            self.device_state = (0..self.replicas).map(|d| self.program().upload(d, &all)).collect::<Result<_>>()?;
-            return Ok(());
-        };
-        // Each device gets its shard of every value.
-        let mut names = layout.names();
-        if self.programs.accumulate.is_some() {
-            names.extend(accumulator_names(&layout.params));
-        }
-        let placements: Vec<_> = names.iter().zip(&all).map(|(n, v)| mesh.of(n, &v.shape)).collect::<Result<_>>()?;
-        self.device_state = (0..self.replicas)
-            .map(|d| {
-                let shards: Vec<HostTensor> = placements.iter().zip(&all).map(|(p, v)| p.shard(v, &mesh.mesh, d)).collect();
-                self.program().upload(d, &shards.iter().collect::<Vec<_>>())
-            })
-            .collect::<Result<_>>()?;
+        self.device_state = upload.finish()?;
         Ok(())
+    }
+
+    /// The state on the devices; an error after a restore that failed halfway.
+    fn device_state(&self) -> Result<&[Vec<Buffer>]> {
+        if self.device_state.is_empty() {
+            return Err(Error::Invalid("the DalleBart trainer holds no weights: its last restore failed; restore a checkpoint first".into()));
+        }
+        Ok(&self.device_state)
     }
 
     /// Parameters and optimizer state with their names: from the first
@@ -260,8 +251,9 @@ impl Trainer {
     pub fn blocked_values(&self) -> Result<Vec<(String, BlockedTensor)>> {
         let layout = &self.programs.layout;
         let names = layout.names();
+        let state = self.device_state()?;
         let Some(mesh) = &self.programs.mesh else {
-            return names.into_iter().zip(&self.device_state[0]).map(|(n, b)| Ok((n, BlockedTensor::whole(download(b)?)))).collect();
+            return names.into_iter().zip(&state[0]).map(|(n, b)| Ok((n, BlockedTensor::whole(download(b)?)))).collect();
         };
         let types = layout.params.iter().map(|p| &p.ty).chain(layout.state.iter().map(|(_, s)| &s.ty));
         names
@@ -270,7 +262,7 @@ impl Trainer {
             .enumerate()
             .map(|(k, (n, ty))| {
                 let holders = mesh.of(&n, &ty.shape)?.block_holders(&ty.shape, &mesh.mesh);
-                let blocks = holders.into_iter().map(|(d, start)| Ok((start, download(&self.device_state[d][k])?))).collect::<Result<_>>()?;
+                let blocks = holders.into_iter().map(|(d, start)| Ok((start, download(&state[d][k])?))).collect::<Result<_>>()?;
                 let blocked = BlockedTensor::from_blocks(ty.dtype, &ty.shape, blocks).map_err(|e| Error::Invalid(format!("'{n}': {e}")))?;
                 Ok((n, blocked))
             })
@@ -287,7 +279,7 @@ impl Trainer {
     /// them without a mesh, its shards on one).
     pub fn elements_per_device(&self) -> Result<Vec<i64>> {
         let n = self.programs.layout.names().len();
-        self.device_state.iter().map(|d| d[..n].iter().map(|b| Ok(b.dims()?.iter().product::<i64>())).sum()).collect()
+        self.device_state()?.iter().map(|d| d[..n].iter().map(|b| Ok(b.dims()?.iter().product::<i64>())).sum()).collect()
     }
 
     pub fn parameter_count(&self) -> i64 {
@@ -318,6 +310,7 @@ impl Trainer {
 
     /// One update: `gradient_accumulation` micro-batches, then the optimizer step.
     pub fn train_step(&mut self) -> Result<StepRecord> {
+        self.device_state()?;
         let lr = self.config.optimizer.schedule.lr(self.config.optimizer.learning_rate, self.step);
         // Every micro-batch first: a data error or a stop while waiting for
         // data then leaves the state on the devices untouched.
@@ -375,13 +368,14 @@ impl Trainer {
         // A fresh loader, so every evaluation sees the same batches.
         let mut data = self.dataset.eval_loader()?.ok_or_else(|| Error::Invalid("the validation split disappeared".into()))?;
         let n_params = self.programs.layout.params.len();
+        let state = self.device_state()?;
         let mut total = 0.0;
         let batches = self.config.train.eval_batches.max(1);
         for _ in 0..batches {
             let batch = data.next_batch()?;
             let inputs = upload_batch(program, &batch, self.replicas, self.programs.mesh.as_ref().map(|m| m.mesh))?;
             let args: Vec<Vec<&Buffer>> =
-                (0..self.replicas).map(|d| inputs[d].iter().chain(&self.device_state[d][..n_params]).collect()).collect();
+                (0..self.replicas).map(|d| inputs[d].iter().chain(&state[d][..n_params]).collect()).collect();
             let out = program.execute(&args)?;
             total += download(&out[0][0])?.to_f64_vec()[0];
         }
@@ -418,15 +412,22 @@ impl Trainable for Trainer {
     }
 
     fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let values = self.programs.layout.pick(checkpoint, "")?;
-        self.load_borrowed_values(&values)?;
-        let position: DataPosition = serde_json::from_value(checkpoint.meta.data_position.clone())
-            .map_err(|e| Error::Invalid(format!("the checkpoint's data position is unreadable: {e}")))?;
-        self.train_data.restart_with(self.dataset.train_loader(Some(&position))?);
-        self.trained_position = position;
-        self.step = checkpoint.step;
-        self.samples_seen = checkpoint.meta.samples_seen;
-        Ok(())
+        let mut sink = self.restore_sink();
+        for (name, tensor) in &checkpoint.tensors {
+            sink.put(name, tensor)?;
+        }
+        sink.finish(checkpoint.step, &checkpoint.meta)
+    }
+
+    /// The weights on the devices are freed first, so that a restore never
+    /// holds two training states on a device (mega's 10 GiB per v3 core
+    /// would not fit twice). A restore that fails halfway leaves the trainer
+    /// without weights: its steps are then an error until a restore succeeds.
+    fn restore_sink(&mut self) -> Box<dyn RestoreSink + '_> {
+        self.device_state = Vec::new();
+        let upload = StateUpload::new(self);
+        let index = self.programs.layout.names().into_iter().enumerate().map(|(i, n)| (n, i)).collect();
+        Box::new(StreamingRestore { trainer: self, upload, index })
     }
 
     fn describe(&self) -> String {
