@@ -177,3 +177,55 @@ fn config_errors_name_the_key() {
     let e = Trainer::new(&client(), tiny(&["train.batch_size=6", "train.devices=4"])).err().expect("6 over 4 devices");
     assert!(e.to_string().contains("train.batch_size"), "{e}");
 }
+
+/// Resumes `trainer` from the run at `url` as `dalle train` does.
+fn resume(trainer: &mut Trainer, url: &str, config: &TrainConfig) -> dalle_xla::error::Result<RunDir> {
+    let storage = dalle_xla::storage::StorageOptions::default();
+    RunDir::resume(trainer, url, &storage, "config: test", &config.checkpoint, RunDir::lease(url, &storage)?)
+}
+
+/// Flips a byte in the middle of the last tensor file of checkpoint `step`.
+fn damage_last_file(run: &RunDir, step: u64) {
+    let manifest = run.checkpoints.manifest(step).unwrap();
+    assert!(manifest.files.len() >= 3, "step {step} is {} file(s): too few to be streamed halfway", manifest.files.len());
+    let name = format!("checkpoints/step_{step}/{}", manifest.files.last().unwrap().name);
+    let mut bytes = run.location.get(&name).unwrap().expect("the file exists");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    run.location.put(&name, bytes).unwrap();
+}
+
+#[test]
+fn a_resume_that_finds_the_newest_checkpoint_damaged_halfway_restores_the_one_before() {
+    let url = format!("memory://train-damaged-{}/run", std::process::id());
+    // About 2 MiB of parameters and state, in files of at most 1 MiB: the
+    // stream hands the model the first files of step 4 before it reads the
+    // damaged last one.
+    let config = tiny(&[
+        "train.steps=4", "train.devices=2", "train.eval_every=0", "checkpoint.every_steps=2", "checkpoint.max_file_mib=1",
+        "model.d_model=128", "model.encoder_ffn_dim=512", "model.decoder_ffn_dim=512",
+    ]);
+    let mut first = trainer(&config);
+    let mut run = resume(&mut first, &url, &config).unwrap();
+    let stop = StopSignal::new();
+    fit(&mut first, &mut run, &FitOptions { train: &config.train, checkpoint: &config.checkpoint, stop: &stop, title: "t".into() }, |_| {}).unwrap();
+    let at_step_2 = run.checkpoints.restore(2).unwrap();
+    damage_last_file(&run, 4);
+    drop(run);
+
+    let mut resumed = trainer(&config);
+    let run = resume(&mut resumed, &url, &config).unwrap();
+    assert_eq!(resumed.step, 2, "step 4 is damaged: the resume falls back to step 2");
+    assert!(resumed.values().unwrap() == at_step_2.tensors, "nothing of the damaged step 4 is left in the state");
+    resumed.train_step().expect("the restored state trains");
+
+    // With no usable step left, the resume fails, and so does training with
+    // the half-restored trainer, naming why.
+    damage_last_file(&run, 2);
+    drop(run);
+    let mut stranded = trainer(&config);
+    let err = resume(&mut stranded, &url, &config).err().expect("no usable checkpoint").to_string();
+    assert!(err.contains("none is usable"), "{err}");
+    let err = stranded.train_step().err().expect("no weights to train").to_string();
+    assert!(err.contains("holds no weights"), "{err}");
+}
