@@ -7,12 +7,14 @@
 
 use super::Trainable;
 use crate::checkpoint::{Checkpoint, CheckpointMeta};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::host::HostTensor;
 
 /// Takes one checkpoint's tensors, each once and in any order, then its step
-/// and run state. Until [`RestoreSink::finish`] the model keeps its state: a
-/// checkpoint found corrupt halfway is dropped, and the previous one restored.
+/// and run state. A model may let its current state go when the sink is made
+/// (DalleBart frees its device buffers, so a device never holds two states):
+/// a checkpoint found corrupt halfway is then dropped with its sink, and the
+/// previous one restored through a new sink.
 pub trait RestoreSink {
     fn put(&mut self, name: &str, tensor: &HostTensor) -> Result<()>;
     fn finish(self: Box<Self>, step: u64, meta: &CheckpointMeta) -> Result<()>;
@@ -35,7 +37,14 @@ impl<M: Trainable + ?Sized> RestoreSink for WholeCheckpoint<'_, M> {
         let WholeCheckpoint { model, tensors } = *self;
         // In the model's order, as a checkpoint read whole lists them.
         let mut by_name: std::collections::HashMap<String, HostTensor> = tensors.into_iter().collect();
-        let tensors = model.tensor_types().into_iter().filter_map(|(name, _)| by_name.remove(&name).map(|t| (name, t))).collect();
-        model.restore(&Checkpoint { step, tensors, meta: meta.clone() })
+        let mut ordered = Vec::with_capacity(by_name.len());
+        for (name, _) in model.tensor_types() {
+            let tensor = by_name.remove(&name).ok_or_else(|| Error::Invalid(format!("checkpoint step {step} has no tensor '{name}'")))?;
+            ordered.push((name, tensor));
+        }
+        if let Some(extra) = by_name.keys().next() {
+            return Err(Error::Invalid(format!("checkpoint step {step} has tensor '{extra}' that the model does not")));
+        }
+        model.restore(&Checkpoint { step, tensors: ordered, meta: meta.clone() })
     }
 }

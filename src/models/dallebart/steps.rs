@@ -41,6 +41,14 @@ pub struct StepPrograms {
     pub mesh: Option<MeshPlacements>,
 }
 
+impl StepPrograms {
+    /// A training program (the fused step, or else `accumulate`): all the
+    /// programs run on the same devices, so any of them uploads the state.
+    pub fn uploader(&self) -> &Program {
+        self.train.as_ref().or(self.accumulate.as_ref()).expect("a training program is always compiled")
+    }
+}
+
 /// Where every program argument and result lives on a mesh, by name:
 /// parameters by the partition rules, their optimizer state and gradient
 /// accumulators like them (or by shape when the state is shaped otherwise),

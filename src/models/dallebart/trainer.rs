@@ -202,8 +202,7 @@ impl Trainer {
 
     /// Any program: all of them run on the same devices, so any can upload.
     fn program(&self) -> &Program {
-        let p = &self.programs;
-        p.train.as_ref().or(p.accumulate.as_ref()).expect("a training program is always compiled")
+        self.programs.uploader()
     }
 
     /// Parameters from `model.init_from` or else from the seed and each name; optimizer state zero.

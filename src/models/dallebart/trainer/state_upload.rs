@@ -48,7 +48,7 @@ impl StateUpload {
     }
 
     fn upload(&self, name: &str, value: &HostTensor) -> Result<Vec<Buffer>> {
-        let program = self.programs.train.as_ref().or(self.programs.accumulate.as_ref()).expect("a training program is always compiled");
+        let program = self.programs.uploader();
         (0..self.replicas)
             .map(|d| {
                 let mut buffers = match &self.programs.mesh {
