@@ -148,6 +148,12 @@ pub(crate) async fn load_step(run: &Location, step: u64, opts: &WriteOptions) ->
     load_step_with(run, &read_manifest(run, step, &opts.retry).await?, opts).await
 }
 
+/// Checks a committed step as [`load_step`] does, keeping none of its
+/// tensors: the host holds one file at a time, not the whole step.
+pub(crate) async fn verify_step(run: &Location, step: u64, opts: &WriteOptions) -> Result<(), CheckpointError> {
+    stream_step(run, &read_manifest(run, step, &opts.retry).await?, opts, &mut |_, _| Ok(())).await
+}
+
 /// [`load_step`] of the step whose `manifest` was read.
 pub(crate) async fn load_step_with(run: &Location, manifest: &Manifest, opts: &WriteOptions) -> Result<Checkpoint, CheckpointError> {
     let mut by_name: HashMap<String, crate::host::HostTensor> = HashMap::with_capacity(manifest.tensors.len());

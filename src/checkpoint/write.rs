@@ -65,7 +65,7 @@ pub(crate) async fn write_step(run: &Location, ckpt: &Snapshot, opts: &WriteOpti
     let store = &dir.store;
 
     if read::is_committed(run, step, &opts.retry).await? {
-        match read::load_step(run, step, opts).await {
+        match read::verify_step(run, step, opts).await {
             Ok(_) => return Ok(WriteOutcome::AlreadyCommitted),
             Err(CheckpointError::Corrupt { reason, .. }) => {
                 tracing::warn!("checkpoint step {step} in '{}' is committed but unusable ({reason}); writing it again", run.url);
