@@ -425,8 +425,7 @@ impl Trainable for Trainer {
     fn restore_sink(&mut self) -> Box<dyn RestoreSink + '_> {
         self.device_state = Vec::new();
         let upload = StateUpload::new(self);
-        let index = self.programs.layout.names().into_iter().enumerate().map(|(i, n)| (n, i)).collect();
-        Box::new(StreamingRestore { trainer: self, upload, index })
+        Box::new(StreamingRestore { trainer: self, upload })
     }
 
     fn describe(&self) -> String {

@@ -20,6 +20,8 @@ pub(super) struct StateUpload {
     programs: Arc<StepPrograms>,
     replicas: usize,
     names: Vec<String>,
+    /// Position of each name in `names`.
+    index: HashMap<String, usize>,
     types: Vec<TensorType>,
     /// Per value (in [`crate::train::NetLayout::names`] order): its buffer on each device.
     uploaded: Vec<Option<Vec<Buffer>>>,
@@ -30,7 +32,14 @@ impl StateUpload {
         let layout = &trainer.programs.layout;
         let (names, types) = (layout.names(), layout.types().cloned().collect());
         let uploaded = names.iter().map(|_| None).collect();
-        StateUpload { programs: trainer.programs.clone(), replicas: trainer.replicas, names, types, uploaded }
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        StateUpload { programs: trainer.programs.clone(), replicas: trainer.replicas, names, index, types, uploaded }
+    }
+
+    /// [`Self::put`] by the value's name.
+    pub(super) fn put_named(&mut self, name: &str, value: &HostTensor) -> Result<()> {
+        let index = *self.index.get(name).ok_or_else(|| Error::Invalid(format!("the checkpoint's tensor '{name}' is not part of the DalleBart training state")))?;
+        self.put(index, value)
     }
 
     /// Uploads value `index` of the layout: whole to every device, or each
@@ -87,17 +96,15 @@ impl StateUpload {
 pub(super) struct StreamingRestore<'a> {
     pub(super) trainer: &'a mut Trainer,
     pub(super) upload: StateUpload,
-    pub(super) index: HashMap<String, usize>,
 }
 
 impl RestoreSink for StreamingRestore<'_> {
     fn put(&mut self, name: &str, tensor: &HostTensor) -> Result<()> {
-        let index = *self.index.get(name).ok_or_else(|| Error::Invalid(format!("the checkpoint's tensor '{name}' is not part of the DalleBart training state")))?;
-        self.upload.put(index, tensor)
+        self.upload.put_named(name, tensor)
     }
 
     fn finish(self: Box<Self>, step: u64, meta: &CheckpointMeta) -> Result<()> {
-        let StreamingRestore { trainer, upload, .. } = *self;
+        let StreamingRestore { trainer, upload } = *self;
         let position: DataPosition =
             serde_json::from_value(meta.data_position.clone()).map_err(|e| Error::Invalid(format!("the checkpoint's data position is unreadable: {e}")))?;
         trainer.device_state = upload.finish()?;
